@@ -1,0 +1,136 @@
+"""Dense DNC addressing (Graves et al. 2016, Methods), one pure function per quantity.
+
+Shapes are written for one example; every function also broadcasts over leading batch axes.
+Letters: ``N`` cells, ``W`` cell width, ``R`` read heads, ``H`` any number of heads/keys.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from memfn.interface import BACKWARD, CONTENT, FORWARD
+from memfn.numerics import cosine_similarity, exclusive_cumprod, weighted_softmax
+
+#: Usage is squashed into ``[ALLOCATION_EPS, 1]`` before the product in the allocation: a usage
+#: of exactly 0 would zero every later factor of the cumulative product, and with it their
+#: gradients (deepmind/dnc uses the same 1e-6).
+ALLOCATION_EPS = 1e-6
+
+
+def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
+    """Content addressing ``C(M, k, beta)[i] = softmax_i(beta * cos(k, M[i]))``.
+
+    memory ``[N, W]``, keys ``[H, W]``, strengths ``[H]`` -> ``[H, N]``, each row a distribution.
+    """
+    return weighted_softmax(cosine_similarity(keys, memory), strengths)
+
+
+def retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:
+    """Memory retention ``psi = prod_r (1 - f_r * w^r_{t-1})``.
+
+    free_gates ``[R]``, prev_read_weights ``[R, N]`` -> ``[N]`` in ``[0, 1]``.
+    """
+    return torch.prod(1.0 - free_gates.unsqueeze(-1) * prev_read_weights, dim=-2)
+
+
+def usage(prev_usage: Tensor, prev_write_weights: Tensor, retention_vector: Tensor) -> Tensor:
+    """Usage ``u_t = (u_{t-1} + w^w_{t-1} - u_{t-1} * w^w_{t-1}) * psi_t``.
+
+    prev_usage ``[N]``, prev_write_weights ``[N]``, retention_vector ``[N]`` -> ``[N]`` in ``[0, 1]``.
+
+    The write weights are a stop-gradient here, as in deepmind/dnc: usage only decides *where*
+    to allocate, and gradients through it are noisy and unneeded.
+    """
+    w = prev_write_weights.detach()
+    return (prev_usage + w - prev_usage * w) * retention_vector
+
+
+def allocation_weights(usage_vector: Tensor) -> Tensor:
+    """Allocation ``a[phi_j] = (1 - u[phi_j]) * prod_{i<j} u[phi_i]``, ``phi = argsort(u)``.
+
+    usage_vector ``[N]`` -> ``[N]`` in ``[0, 1]`` summing to at most 1; the least-used cell gets
+    the largest weight. Gradients flow through the sorted *values*, never the permutation.
+    """
+    u = ALLOCATION_EPS + (1.0 - ALLOCATION_EPS) * usage_vector
+    # Stable, so ties go to the lower index: deterministic, and vmap equals a loop.
+    sorted_usage, phi = torch.sort(u, dim=-1, stable=True)
+    sorted_allocation = (1.0 - sorted_usage) * exclusive_cumprod(sorted_usage)
+    # Out-of-place scatter: a[phi_j] = sorted_allocation[j] (vmap- and compile-safe).
+    return torch.zeros_like(sorted_allocation).scatter(-1, phi, sorted_allocation)
+
+
+def write_weights(
+    write_content_weights: Tensor,
+    allocation: Tensor,
+    write_gate: Tensor,
+    allocation_gate: Tensor,
+) -> Tensor:
+    """Write weighting ``w^w = g^w (g^a a + (1 - g^a) c^w)``.
+
+    write_content_weights ``[N]``, allocation ``[N]``, write_gate ``[1]``, allocation_gate ``[1]``
+    -> ``[N]``, summing to at most ``g^w``.
+    """
+    return write_gate * (allocation_gate * allocation + (1.0 - allocation_gate) * write_content_weights)
+
+
+def updated_memory(memory: Tensor, write_weights_: Tensor, erase_vector: Tensor, write_vector: Tensor) -> Tensor:
+    """Erase then add: ``M_t = M_{t-1} * (1 - w^w e^T) + w^w v^T``.
+
+    memory ``[N, W]``, write_weights_ ``[N]``, erase_vector ``[W]``, write_vector ``[W]`` -> ``[N, W]``.
+    """
+    w = write_weights_.unsqueeze(-1)  # [N, 1]
+    return memory * (1.0 - w * erase_vector.unsqueeze(-2)) + w * write_vector.unsqueeze(-2)
+
+
+def precedence(prev_precedence: Tensor, write_weights_: Tensor) -> Tensor:
+    """Precedence ``p_t = (1 - sum_i w^w[i]) p_{t-1} + w^w``.
+
+    prev_precedence ``[N]``, write_weights_ ``[N]`` -> ``[N]`` in ``[0, 1]``, summing to at most 1.
+    """
+    return (1.0 - write_weights_.sum(-1, keepdim=True)) * prev_precedence + write_weights_
+
+
+def link_matrix(prev_link: Tensor, prev_precedence: Tensor, write_weights_: Tensor) -> Tensor:
+    """Temporal links ``L_t[i,j] = (1 - w[i] - w[j]) L_{t-1}[i,j] + w[i] p_{t-1}[j]``, ``L[i,i] = 0``.
+
+    prev_link ``[N, N]``, prev_precedence ``[N]``, write_weights_ ``[N]`` -> ``[N, N]`` in
+    ``[0, 1]``; ``L[i, j]`` is the degree to which cell ``i`` was written right after cell ``j``.
+    """
+    w_i = write_weights_.unsqueeze(-1)  # [N, 1]
+    w_j = write_weights_.unsqueeze(-2)  # [1, N]
+    link = (1.0 - w_i - w_j) * prev_link + w_i * prev_precedence.unsqueeze(-2)
+    n = link.shape[-1]
+    # A cell cannot follow itself. Multiplying by a constant mask keeps this out-of-place.
+    off_diagonal = 1.0 - torch.eye(n, dtype=link.dtype, device=link.device)
+    return link * off_diagonal
+
+
+def directional_read_weights(link: Tensor, prev_read_weights: Tensor, forward: bool) -> Tensor:
+    """Forward ``f = L w^r_{t-1}`` or backward ``b = L^T w^r_{t-1}`` weights, per read head.
+
+    link ``[N, N]``, prev_read_weights ``[R, N]`` -> ``[R, N]``.
+    """
+    # Row form: f[r, i] = sum_j L[i, j] w[r, j] = (w L^T)[r, i];  b[r, j] = (w L)[r, j].
+    return prev_read_weights @ (link.transpose(-1, -2) if forward else link)
+
+
+def read_weights(
+    read_content_weights: Tensor, forward_weights: Tensor, backward_weights: Tensor, read_modes: Tensor
+) -> Tensor:
+    """Read weighting ``w^r = pi[backward] b + pi[forward] f + pi[content] c``.
+
+    Each of the weights ``[R, N]``; read_modes ``[R, 3]`` ordered (backward, forward, content)
+    -> ``[R, N]``, each row summing to at most 1.
+    """
+    pi = read_modes.unsqueeze(-1)  # [R, 3, 1]
+    return (
+        pi[..., BACKWARD, :] * backward_weights
+        + pi[..., FORWARD, :] * forward_weights
+        + pi[..., CONTENT, :] * read_content_weights
+    )
+
+
+def read_vectors(memory: Tensor, read_weights_: Tensor) -> Tensor:
+    """Read vectors ``r = M^T w^r`` per head: memory ``[N, W]``, read_weights_ ``[R, N]`` -> ``[R, W]``."""
+    return read_weights_ @ memory

@@ -1,0 +1,178 @@
+"""Pure recurrent controllers (LSTM, GRU, vanilla RNN) written on ``F.linear``.
+
+``nn.LSTMCell`` and friends have no ``vmap`` batching rule (pytorch#105982), so the cells are
+written out here. Parameter names and layouts are ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``'s
+(``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ...; gates stacked in torch's
+order), so ``controller.step(dict(torch_module.named_parameters()), ...)`` reproduces the torch
+module and weights move between the two freely.
+
+Shapes for one example: input ``[I]``, state ``h`` (and ``c``) ``[num_layers, H]``, output ``[H]``
+(the top layer). Everything broadcasts over leading batch axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from memfn.memory import default_dtype
+from memfn.validation import one_of, positive_int, probability
+
+Params = dict[str, Tensor]
+
+
+class LSTMState(NamedTuple):
+    h: Tensor  # [num_layers, H]
+    c: Tensor  # [num_layers, H]
+
+
+class RNNState(NamedTuple):
+    """State of the GRU and vanilla RNN controllers."""
+
+    h: Tensor  # [num_layers, H]
+
+
+class Controller(NamedTuple):
+    """A controller: pure functions over explicit parameters and state.
+
+    - ``init_params(generator=None, dtype=None, device=None) -> Params``: torch's default
+      initialisation, ``U(-1/sqrt(H), 1/sqrt(H))``.
+    - ``init_state(dtype=None, device=None) -> state``: zeros (deterministic).
+    - ``step(params, state, x, training=False) -> (output [H], new_state)``; with ``training`` and
+      ``dropout > 0`` it drops out between layers, as ``nn.LSTM`` does (needs
+      ``vmap(..., randomness="different")`` when vmapped).
+    """
+
+    init_params: Callable[..., Params]
+    init_state: Callable[..., Any]
+    step: Callable[..., tuple[Tensor, Any]]
+    input_size: int
+    output_size: int
+    num_layers: int
+
+
+def _lstm_layer(p: Params, k: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    gates = F.linear(x, p[f"weight_ih_l{k}"], p.get(f"bias_ih_l{k}")) + F.linear(
+        h, p[f"weight_hh_l{k}"], p.get(f"bias_hh_l{k}")
+    )
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _gru_layer(p: Params, k: int, x: Tensor, h: Tensor) -> Tensor:
+    gi = F.linear(x, p[f"weight_ih_l{k}"], p.get(f"bias_ih_l{k}"))
+    gh = F.linear(h, p[f"weight_hh_l{k}"], p.get(f"bias_hh_l{k}"))
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1.0 - z) * n + z * h
+
+
+def _make(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    bias: bool,
+    dropout: float,
+    nonlinearity: str = "tanh",
+) -> Controller:
+    i_size = positive_int("input_size", input_size)
+    h_size = positive_int("hidden_size", hidden_size)
+    layers = positive_int("num_layers", num_layers)
+    p_drop = probability("dropout", dropout)
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    act = {"tanh": torch.tanh, "relu": torch.relu}[one_of("nonlinearity", nonlinearity, ("tanh", "relu"))]
+
+    def init_params(
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Params:
+        bound = 1.0 / math.sqrt(h_size)
+        params: Params = {}
+        for k in range(layers):
+            shapes = {
+                f"weight_ih_l{k}": (gates * h_size, i_size if k == 0 else h_size),
+                f"weight_hh_l{k}": (gates * h_size, h_size),
+            }
+            if bias:
+                shapes[f"bias_ih_l{k}"] = (gates * h_size,)
+                shapes[f"bias_hh_l{k}"] = (gates * h_size,)
+            for name, shape in shapes.items():
+                t = torch.empty(shape, dtype=default_dtype(dtype), device=device)
+                params[name] = t.uniform_(-bound, bound, generator=generator)
+        return params
+
+    def init_state(dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        h = torch.zeros(layers, h_size, dtype=default_dtype(dtype), device=device)
+        return LSTMState(h, torch.zeros_like(h)) if kind == "lstm" else RNNState(h)
+
+    def step(params: Params, state, x: Tensor, training: bool = False):
+        hs, cs = [], []
+        inp = x
+        for k in range(layers):
+            if k > 0 and training and p_drop > 0:
+                inp = F.dropout(inp, p_drop, training=True)
+            h = state.h[..., k, :]
+            if kind == "lstm":
+                h, c = _lstm_layer(params, k, inp, h, state.c[..., k, :])
+                cs.append(c)
+            elif kind == "gru":
+                h = _gru_layer(params, k, inp, h)
+            else:
+                h = act(
+                    F.linear(inp, params[f"weight_ih_l{k}"], params.get(f"bias_ih_l{k}"))
+                    + F.linear(h, params[f"weight_hh_l{k}"], params.get(f"bias_hh_l{k}"))
+                )
+            hs.append(h)
+            inp = h
+        h_all = torch.stack(hs, dim=-2)
+        new_state = LSTMState(h_all, torch.stack(cs, dim=-2)) if kind == "lstm" else RNNState(h_all)
+        return inp, new_state
+
+    return Controller(init_params, init_state, step, i_size, h_size, layers)
+
+
+def lstm(input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, dropout: float = 0.0) -> Controller:
+    """A multi-layer LSTM controller with ``nn.LSTM``'s parameters (gate order i, f, g, o)."""
+    return _make("lstm", input_size, hidden_size, num_layers, bias, dropout)
+
+
+def gru(input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, dropout: float = 0.0) -> Controller:
+    """A multi-layer GRU controller with ``nn.GRU``'s parameters (gate order r, z, n)."""
+    return _make("gru", input_size, hidden_size, num_layers, bias, dropout)
+
+
+def rnn(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    dropout: float = 0.0,
+    nonlinearity: str = "tanh",
+) -> Controller:
+    """A multi-layer Elman RNN controller with ``nn.RNN``'s parameters; ``nonlinearity`` tanh or relu."""
+    return _make("rnn", input_size, hidden_size, num_layers, bias, dropout, nonlinearity)
+
+
+def controller(
+    rnn_type: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    dropout: float = 0.0,
+    nonlinearity: str = "tanh",
+) -> Controller:
+    """Build a controller by name: ``rnn_type`` in {'lstm', 'gru', 'rnn'}."""
+    kind = one_of("rnn_type", rnn_type, ("lstm", "gru", "rnn"))
+    return _make(kind, input_size, hidden_size, num_layers, bias, dropout, nonlinearity)

@@ -1,0 +1,52 @@
+"""Numerically safe primitives shared by every memory.
+
+All functions broadcast over leading dimensions, so they act on one example (as the pure core
+expects) and equally on a batch, which lets the eager shells skip ``vmap``'s overhead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Added inside the norms of the cosine similarity. An all-zero memory row (the initial state)
+#: would otherwise give 0/0 in the value and an infinite gradient of ``sqrt`` at 0.
+COSINE_EPS = 1e-6
+
+
+def oneplus(x: Tensor) -> Tensor:
+    """``1 + softplus(x)``: the DNC's map onto strengths in ``[1, inf)``."""
+    return 1.0 + F.softplus(x)
+
+
+def cosine_similarity(keys: Tensor, memory: Tensor, eps: float = COSINE_EPS) -> Tensor:
+    """Cosine similarity of every key with every memory row.
+
+    keys ``[..., H, W]``, memory ``[..., N, W]`` -> ``[..., H, N]``.
+
+    ``eps`` sits *inside* the square roots, so both the value and the gradient are finite for
+    zero keys and zero rows (putting it only in the denominator leaves ``d sqrt(0)`` infinite).
+    """
+    dot = keys @ memory.transpose(-1, -2)
+    key_norm = torch.sqrt((keys * keys).sum(-1) + eps)  # [..., H]
+    row_norm = torch.sqrt((memory * memory).sum(-1) + eps)  # [..., N]
+    return dot / (key_norm.unsqueeze(-1) * row_norm.unsqueeze(-2))
+
+
+def weighted_softmax(scores: Tensor, strengths: Tensor) -> Tensor:
+    """``softmax(strength * scores)`` over the last axis.
+
+    scores ``[..., H, N]``, strengths ``[..., H]`` -> ``[..., H, N]``.
+    """
+    return torch.softmax(scores * strengths.unsqueeze(-1), dim=-1)
+
+
+def exclusive_cumprod(x: Tensor) -> Tensor:
+    """``out[..., j] = prod_{i<j} x[..., i]`` (so ``out[..., 0] = 1``).
+
+    Built by shifting before the product rather than dividing after it, which would be 0/0
+    wherever ``x`` has a zero.
+    """
+    shifted = torch.cat([torch.ones_like(x[..., :1]), x[..., :-1]], dim=-1)
+    return torch.cumprod(shifted, dim=-1)
