@@ -14,7 +14,7 @@ Any :class:`~memfn.controllers.Controller` and any :class:`~memfn.memory.Memory`
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import optree
@@ -25,8 +25,6 @@ from torch import Tensor
 from memfn.controllers import Controller, Params
 from memfn.memory import Memory, default_dtype
 from memfn.validation import positive_int
-
-CONTROLLER_PREFIX = "controller."
 
 
 class CellState(NamedTuple):
@@ -58,36 +56,67 @@ def _linear_init(out_f: int, in_f: int, generator, dtype, device) -> tuple[Tenso
     return w, b
 
 
+def _as_tuple(x: Any, kind: type) -> tuple[tuple, bool]:
+    """``(items, was_single)``: accept one ``kind`` or a sequence of them."""
+    if isinstance(x, kind):
+        return (x,), True
+    items = tuple(x)
+    if not items or not all(isinstance(i, kind) for i in items):
+        raise ValueError(f"expected a {kind.__name__} or a non-empty sequence of them, got {x!r}")
+    return items, False
+
+
 def memory_cell(
-    controller: Controller,
-    memory: Memory,
+    controller: Controller | Sequence[Controller],
+    memory: Memory | Sequence[Memory],
     input_size: int,
     output_size: int | None = None,
-    clip: float = 20.0,
+    clip: float | None = 20.0,
 ) -> Cell:
-    """Compose ``controller`` and ``memory`` into one time step.
+    """Compose controller(s) and memory (memories) into one time step.
 
-    ``controller.input_size`` must be ``input_size + memory.read_size`` (the inputs and the fed-back
-    reads). ``output_size=None`` returns ``[h_t ; r_t]`` unprojected (for stacking cells).
-    ``clip`` bounds the controller output (``0`` or ``None`` disables it).
+    One controller: ``controller.input_size`` must be ``input_size + memory.read_size`` (the inputs
+    and the fed-back reads). A sequence of controllers stacks layers (pytorch-dnc's
+    ``num_layers``): layer ``l > 0`` reads ``[h^{l-1}_t ; r^{l-1}_t]`` from the layer below, and the
+    top layer's reads are the ones fed back to layer 0 at the next step. One ``memory`` is shared
+    by all layers (each layer steps it in turn); a sequence gives each layer its own.
+
+    ``output_size=None`` returns ``[h_t ; r_t]`` of the top layer unprojected. ``clip`` bounds the
+    controller outputs (``0`` or ``None`` disables it). Parameters are named
+    ``controllers.{l}.<nn.LSTM name>``, ``interfaces.{l}.weight|bias`` and ``output.weight|bias``.
+    The state's ``controller`` (``memory``) is one state, or a tuple per layer when a sequence of
+    controllers (memories) was given.
     """
+    ctrls, single_ctrl = _as_tuple(controller, Controller)
+    mems, shared = _as_tuple(memory, Memory)
+    layers = len(ctrls)
+    if not shared and len(mems) != layers:
+        raise ValueError(f"memory must be one Memory (shared) or one per layer ({layers}), got {len(mems)}")
+    layer_mems = mems * layers if shared else mems
     i_size = positive_int("input_size", input_size)
-    expected = i_size + memory.read_size
-    if controller.input_size != expected:
-        raise ValueError(
-            f"controller.input_size must be input_size + memory.read_size = {i_size} + "
-            f"{memory.read_size} = {expected}, got {controller.input_size}"
-        )
-    features = controller.output_size + memory.read_size
+    top_reads = layer_mems[-1].read_size
+    for l, ctrl in enumerate(ctrls):
+        if l == 0:
+            expected, what = i_size + top_reads, f"input_size + memory.read_size = {i_size} + {top_reads}"
+        else:
+            below = ctrls[l - 1].output_size + layer_mems[l - 1].read_size
+            expected, what = below, f"the layer below's hidden + reads = {below}"
+        if ctrl.input_size != expected:
+            name = "controller" if single_ctrl else f"controller[{l}]"
+            raise ValueError(f"{name}.input_size must be {what} = {expected}, got {ctrl.input_size}")
+    features = ctrls[-1].output_size + top_reads
     o_size = features if output_size is None else positive_int("output_size", output_size)
-    if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
         raise ValueError(f"clip must be a number >= 0 or None, got {clip!r}")
+    prefixes = [f"controllers.{l}." for l in range(layers)]
 
     def init_params(generator: torch.Generator | None = None, dtype=None, device=None) -> Params:
         dtype = default_dtype(dtype)
-        params = {CONTROLLER_PREFIX + k: v for k, v in controller.init_params(generator, dtype, device).items()}
-        w, b = _linear_init(memory.interface_size, controller.output_size, generator, dtype, device)
-        params.update({"interface.weight": w, "interface.bias": b})
+        params: Params = {}
+        for l, (ctrl, mem) in enumerate(zip(ctrls, layer_mems)):
+            params.update({prefixes[l] + k: v for k, v in ctrl.init_params(generator, dtype, device).items()})
+            w, b = _linear_init(mem.interface_size, ctrl.output_size, generator, dtype, device)
+            params.update({f"interfaces.{l}.weight": w, f"interfaces.{l}.bias": b})
         if output_size is not None:
             w, b = _linear_init(o_size, features, generator, dtype, device)
             params.update({"output.weight": w, "output.bias": b})
@@ -95,30 +124,43 @@ def memory_cell(
 
     def init_state(dtype=None, device=None) -> CellState:
         dtype = default_dtype(dtype)
+        cstates = tuple(c.init_state(dtype, device) for c in ctrls)
+        mstates = tuple(m.init(dtype, device) for m in mems)
         return CellState(
-            controller=controller.init_state(dtype, device),
-            memory=memory.init(dtype, device),
-            read_vectors=torch.zeros(memory.read_size, dtype=dtype, device=device),
+            controller=cstates[0] if single_ctrl else cstates,
+            memory=mstates[0] if shared else mstates,
+            read_vectors=torch.zeros(top_reads, dtype=dtype, device=device),
         )
-
-    n_prefix = len(CONTROLLER_PREFIX)
 
     def step(
         params: Params, state: CellState, x: Tensor, training: bool = False, pass_through_memory: bool = True
     ) -> tuple[Tensor, CellState]:
-        cparams = {k[n_prefix:]: v for k, v in params.items() if k.startswith(CONTROLLER_PREFIX)}
-        h, cstate = controller.step(cparams, state.controller, torch.cat([x, state.read_vectors], -1), training)
-        if clip:
-            h = torch.clamp(h, -clip, clip)
-        if pass_through_memory:
-            xi = F.linear(h, params["interface.weight"], params["interface.bias"])
-            reads, mstate = memory.step(state.memory, xi)
-            reads = reads.flatten(-2)
-        else:
-            mstate, reads = state.memory, torch.zeros_like(state.read_vectors)
-        features = torch.cat([h, reads], -1)
-        y = features if output_size is None else F.linear(features, params["output.weight"], params["output.bias"])
-        return y, CellState(cstate, mstate, reads)
+        cstates = (state.controller,) if single_ctrl else state.controller
+        mstates = [state.memory] if shared else list(state.memory)
+        new_cstates = []
+        inp = torch.cat([x, state.read_vectors], -1)
+        for l, (ctrl, mem) in enumerate(zip(ctrls, layer_mems)):
+            n = len(prefixes[l])
+            cparams = {k[n:]: v for k, v in params.items() if k.startswith(prefixes[l])}
+            h, cstate = ctrl.step(cparams, cstates[l], inp, training)
+            new_cstates.append(cstate)
+            if clip:
+                h = torch.clamp(h, -clip, clip)
+            m = 0 if shared else l
+            if pass_through_memory:
+                xi = F.linear(h, params[f"interfaces.{l}.weight"], params[f"interfaces.{l}.bias"])
+                reads, mstates[m] = mem.step(mstates[m], xi)
+                reads = reads.flatten(-2)
+            else:
+                reads = h.new_zeros(*h.shape[:-1], mem.read_size)
+            inp = torch.cat([h, reads], -1)
+        y = inp if output_size is None else F.linear(inp, params["output.weight"], params["output.bias"])
+        new_state = CellState(
+            controller=new_cstates[0] if single_ctrl else tuple(new_cstates),
+            memory=mstates[0] if shared else tuple(mstates),
+            read_vectors=reads,
+        )
+        return y, new_state
 
     return Cell(init_params, init_state, step, i_size, o_size)
 

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from memfn import addressing as A
-from memfn.interface import check_interface, dnc_interface_size, split_dnc_interface
+from memfn.interface import (
+    DNCInterface,
+    check_interface,
+    dnc_interface_size,
+    interface_field_sizes,
+    split_dnc_interface,
+)
 from memfn.memory import Memory, default_dtype
 from memfn.validation import positive_int
 
@@ -37,6 +43,45 @@ class DNCState(NamedTuple):
 
     def keys(self) -> tuple[str, ...]:
         return self._fields
+
+
+def write(state: DNCState, io: DNCInterface) -> DNCState:
+    """The write half of a step: usage, allocation, write weights, erase/add, links, precedence.
+
+    Where to write is decided from the previous step's read and write weights (in ``state``).
+    Returns the state with ``memory``, ``usage_vector``, ``write_weights``, ``link_matrix`` and
+    ``precedence`` updated; ``read_weights`` still hold the previous step's.
+    """
+    psi = A.retention(io.free_gates, state.read_weights)
+    u = A.usage(state.usage_vector, state.write_weights[..., 0, :], psi)
+    alloc = A.allocation_weights(u)
+    cw = A.content_weights(state.memory, io.write_key, io.write_strength)[..., 0, :]
+    ww = A.write_weights(cw, alloc, io.write_gate, io.allocation_gate)  # [N]
+    memory = A.updated_memory(state.memory, ww, io.erase_vector, io.write_vector)
+    # Links use the precedence from *before* this write.
+    link = A.link_matrix(state.link_matrix[..., 0, :, :], state.precedence[..., 0, :], ww)
+    prec = A.precedence(state.precedence[..., 0, :], ww)
+    return state._replace(
+        memory=memory,
+        link_matrix=link.unsqueeze(-3),
+        precedence=prec.unsqueeze(-2),
+        write_weights=ww.unsqueeze(-2),
+        usage_vector=u,
+    )
+
+
+def read(state: DNCState, read_keys: Tensor, read_strengths: Tensor, read_modes: Tensor) -> tuple[Tensor, DNCState]:
+    """The read half of a step, from the (already written) memory and links in ``state``.
+
+    read_keys ``[R, W]``, read_strengths ``[R]``, read_modes ``[R, 3]`` (backward, forward,
+    content) -> (read vectors ``[R, W]``, state with the new ``read_weights``).
+    """
+    link = state.link_matrix[..., 0, :, :]
+    cr = A.content_weights(state.memory, read_keys, read_strengths)
+    fwd = A.directional_read_weights(link, state.read_weights, forward=True)
+    bwd = A.directional_read_weights(link, state.read_weights, forward=False)
+    rw = A.read_weights(cr, fwd, bwd, read_modes)
+    return A.read_vectors(state.memory, rw), state._replace(read_weights=rw)
 
 
 def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
@@ -72,34 +117,8 @@ def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
     def step(state: DNCState, xi: Tensor) -> tuple[Tensor, DNCState]:
         check_interface(xi, size)
         io = split_dnc_interface(xi, r, w)
+        state = write(state, io)
+        return read(state, io.read_keys, io.read_strengths, io.read_modes)
 
-        # Write: where to write is decided from the previous step's reads and writes.
-        psi = A.retention(io.free_gates, state.read_weights)
-        u = A.usage(state.usage_vector, state.write_weights[..., 0, :], psi)
-        alloc = A.allocation_weights(u)
-        cw = A.content_weights(state.memory, io.write_key, io.write_strength)[..., 0, :]
-        ww = A.write_weights(cw, alloc, io.write_gate, io.allocation_gate)  # [N]
-        memory = A.updated_memory(state.memory, ww, io.erase_vector, io.write_vector)
-
-        # Temporal memory: links use the precedence *before* this write.
-        link = A.link_matrix(state.link_matrix[..., 0, :, :], state.precedence[..., 0, :], ww)
-        prec = A.precedence(state.precedence[..., 0, :], ww)
-
-        # Read from the updated memory.
-        cr = A.content_weights(memory, io.read_keys, io.read_strengths)
-        fwd = A.directional_read_weights(link, state.read_weights, forward=True)
-        bwd = A.directional_read_weights(link, state.read_weights, forward=False)
-        rw = A.read_weights(cr, fwd, bwd, io.read_modes)
-        reads = A.read_vectors(memory, rw)
-
-        new_state = DNCState(
-            memory=memory,
-            link_matrix=link.unsqueeze(-3),
-            precedence=prec.unsqueeze(-2),
-            read_weights=rw,
-            write_weights=ww.unsqueeze(-2),
-            usage_vector=u,
-        )
-        return reads, new_state
-
-    return Memory(init=init, step=step, interface_size=size, read_size=r * w)
+    fields = tuple(zip(DNCInterface._fields, interface_field_sizes(r, w)))
+    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields)

@@ -47,14 +47,15 @@ class DNCInterface(NamedTuple):
     read_modes: Tensor  # [R, 3] (backward, forward, content)
 
 
-def _field_sizes(read_heads: int, cell_size: int) -> list[int]:
+def interface_field_sizes(read_heads: int, cell_size: int) -> list[int]:
+    """Length of each :class:`DNCInterface` field in ``xi``, in order."""
     r, w = read_heads, cell_size
     return [r * w, r, w, 1, w, w, r, 1, 1, NUM_READ_MODES * r]
 
 
 def dnc_interface_size(read_heads: int, cell_size: int) -> int:
     """Length of ``xi`` for a dense DNC: ``R*W + 3W + 5R + 3``."""
-    return sum(_field_sizes(read_heads, cell_size))
+    return sum(interface_field_sizes(read_heads, cell_size))
 
 
 def check_interface(xi: Tensor, interface_size: int) -> None:
@@ -73,7 +74,7 @@ def split_dnc_interface(xi: Tensor, read_heads: int, cell_size: int) -> DNCInter
     """Split and activate ``xi`` ``[..., interface_size]`` into a :class:`DNCInterface`."""
     r, w = read_heads, cell_size
     lead = xi.shape[:-1]
-    parts = torch.split(xi, _field_sizes(r, w), dim=-1)
+    parts = torch.split(xi, interface_field_sizes(r, w), dim=-1)
     keys, strengths, wkey, wstrength, erase, write, free, alloc, wgate, modes = parts
     return DNCInterface(
         read_keys=keys.reshape(*lead, r, w),

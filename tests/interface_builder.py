@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from memfn.interface import _field_sizes
+from memfn.interface import interface_field_sizes
 
 FIELDS = (
     "read_keys",
@@ -24,7 +24,7 @@ ON, OFF = 30.0, -30.0  # logits that saturate a sigmoid / softmax
 def make_xi(read_heads: int, cell_size: int, dtype=torch.float64, **fields) -> torch.Tensor:
     """``xi`` with every field zero (pre-activation) except those given; values broadcast."""
     parts = []
-    for name, size in zip(FIELDS, _field_sizes(read_heads, cell_size)):
+    for name, size in zip(FIELDS, interface_field_sizes(read_heads, cell_size)):
         value = torch.as_tensor(fields.pop(name, 0.0), dtype=dtype)
         parts.append(value.reshape(-1).expand(size) if value.numel() == 1 else value.reshape(size))
     if fields:

@@ -49,7 +49,7 @@ def test_controller_output_is_clipped():
     cell = memfn.memory_cell(loud, mem._replace(step=spy_step), I, I, clip=0.5)
     params = cell.init_params(dtype=torch.float64)
     cell.step(params, cell.init_state(torch.float64), torch.randn(I, dtype=torch.float64))
-    expected = params["interface.weight"] @ torch.full((H,), 0.5, dtype=torch.float64) + params["interface.bias"]
+    expected = params["interfaces.0.weight"] @ torch.full((H,), 0.5, dtype=torch.float64) + params["interfaces.0.bias"]
     torch.testing.assert_close(seen["xi"], expected)
 
 
