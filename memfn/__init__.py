@@ -23,11 +23,16 @@ from memfn.controllers import Controller, LSTMState, RNNState, controller, gru, 
 from memfn.dense import DNCState, dnc
 from memfn.interface import DNCInterface, dnc_interface_size, split_dnc_interface
 from memfn.memory import Memory
+from memfn.modules import DNC, MemoryNetwork, MemoryView, detach
 from memfn.numerics import cosine_similarity, exclusive_cumprod, oneplus, weighted_softmax
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DNC",
+    "MemoryNetwork",
+    "MemoryView",
+    "detach",
     "Cell",
     "CellState",
     "Controller",

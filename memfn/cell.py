@@ -36,9 +36,10 @@ class CellState(NamedTuple):
 class Cell(NamedTuple):
     """A cell: ``init_params``, ``init_state`` and the pure one-step ``step``.
 
-    ``step(params, state, x, training=False, pass_through_memory=True) -> (y, new_state)`` with
-    ``x`` ``[input_size]`` and ``y`` ``[output_size]``; broadcasts over leading batch axes.
+    ``step(params, state, x, training=False, pass_through_memory=True, trace=None) -> (y, new_state)``
+    with ``x`` ``[input_size]`` and ``y`` ``[output_size]``; broadcasts over leading batch axes.
     ``pass_through_memory=False`` bypasses the memory: its state is kept and the reads are zero.
+    ``trace``, a list, receives the memory state after each layer (for debug views; eager only).
     """
 
     init_params: Callable[..., Params]
@@ -133,7 +134,12 @@ def memory_cell(
         )
 
     def step(
-        params: Params, state: CellState, x: Tensor, training: bool = False, pass_through_memory: bool = True
+        params: Params,
+        state: CellState,
+        x: Tensor,
+        training: bool = False,
+        pass_through_memory: bool = True,
+        trace: list | None = None,
     ) -> tuple[Tensor, CellState]:
         cstates = (state.controller,) if single_ctrl else state.controller
         mstates = [state.memory] if shared else list(state.memory)
@@ -153,6 +159,8 @@ def memory_cell(
                 reads = reads.flatten(-2)
             else:
                 reads = h.new_zeros(*h.shape[:-1], mem.read_size)
+            if trace is not None:  # eager debugging only: the memory state after each layer
+                trace.append(mstates[m])
             inp = torch.cat([h, reads], -1)
         y = inp if output_size is None else F.linear(inp, params["output.weight"], params["output.bias"])
         new_state = CellState(
@@ -171,7 +179,7 @@ def batch_state(state: Any, batch_size: int) -> Any:
 
 
 def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **compile_kwargs: Any) -> Callable:
-    """``(params, state[B], x[B], ...) -> (y[B], state[B])``: the step batched over examples.
+    """``(params, state[B], x[B], **step_kwargs) -> (y[B], state[B])``: the step batched over examples.
 
     ``use_vmap=True`` batches with ``torch.func.vmap`` (parameters shared, ``randomness="different"``
     so dropout differs per example); ``use_vmap=False`` relies on the cell broadcasting over the
@@ -180,13 +188,10 @@ def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **
     not the time loop, so one compiled graph serves every sequence length.
     """
 
-    def fn(params: Params, state: CellState, x: Tensor, training: bool = False, pass_through_memory: bool = True):
-        def one(s, xx):
-            return cell.step(params, s, xx, training, pass_through_memory)
-
-        if use_vmap:
-            return torch.func.vmap(one, randomness="different")(state, x)
-        return one(state, x)
+    def fn(params: Params, state: CellState, x: Tensor, **step_kwargs: Any):
+        if not use_vmap:
+            return cell.step(params, state, x, **step_kwargs)
+        return torch.func.vmap(lambda s, xx: cell.step(params, s, xx, **step_kwargs), randomness="different")(state, x)
 
     return torch.compile(fn, **compile_kwargs) if compile else fn
 

@@ -1,0 +1,448 @@
+"""The stateful shells: ``nn.Module`` drop-ins for pytorch-dnc's ``DNC`` (package ``dnc``).
+
+A shell owns the parameters, builds and checks the hidden state, loops over time and calls the
+pure batched step of :mod:`memfn.cell` with ``dict(self.named_parameters())``. Differences from
+``dnc`` that are deliberate fixes: the read vectors of step ``t-1`` are fed to the controller at
+step ``t``; the initial state is zeros (``dnc`` draws it at random and shares one tensor for ``h``
+and ``c``); ``batch_first=False`` output is time-first; ``PackedSequence`` input works; ``.to()``
+moves everything; the hidden state passed in is never mutated.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optree
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from memfn.cell import CellState, batched_step, memory_cell, run
+from memfn.controllers import LSTMState, RNNState, controller
+from memfn.dense import DNCState, dnc
+from memfn.dense import read as dense_read
+from memfn.dense import write as dense_write
+from memfn.interface import DNCInterface
+from memfn.memory import Memory
+from memfn.validation import one_of, positive_int, probability
+
+_UNSET: Any = object()
+_warned_devices: set[str] = set()
+
+Hidden = tuple[list, Any, Tensor]
+
+
+def detach(hidden: Any) -> Any:
+    """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks."""
+    return optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
+
+
+def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -> torch.device:
+    """The device from pytorch-dnc's ``gpu_id`` (1.x) or ``device`` (2.0); CPU, with a warning, if
+    CUDA was asked for on a machine without it (so published examples run anywhere)."""
+    if isinstance(gpu_id, bool) or not isinstance(gpu_id, int):
+        raise ValueError(f"gpu_id must be an integer (-1 for CPU), got {gpu_id!r}")
+    from_gpu_id = torch.device("cpu") if gpu_id < 0 else torch.device("cuda", gpu_id)
+    if device is None:
+        wanted = from_gpu_id
+    else:
+        wanted = torch.device(device)
+        if gpu_id >= 0 and (wanted.type != "cuda" or (wanted.index or 0) != gpu_id):
+            raise ValueError(f"gpu_id={gpu_id} and device={str(device)!r} disagree; give one of them")
+    if wanted.type == "cuda" and not torch.cuda.is_available():
+        if str(wanted) not in _warned_devices:
+            _warned_devices.add(str(wanted))
+            warnings.warn(f"{wanted} was requested but CUDA is not available; running on CPU instead", stacklevel=4)
+        return torch.device("cpu")
+    return wanted
+
+
+class _Parameters(nn.Module):
+    """A flat group of parameters under their own names (``nn.LSTM``'s, for the controllers)."""
+
+    def __init__(self, params: dict[str, Tensor]) -> None:
+        super().__init__()
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+
+class _IndependentInterface(nn.Module):
+    """pytorch-dnc's ``independent_linears=True``: one linear per interface field (``<field>_transform``).
+
+    One big linear is the same map with the field weights stacked; :meth:`fused` builds it, so the
+    pure step is the same either way."""
+
+    def __init__(self, fields: Sequence[tuple[str, int]], in_features: int) -> None:
+        super().__init__()
+        self.fields = [name for name, _ in fields]
+        for name, size in fields:
+            self.add_module(f"{name}_transform", nn.Linear(in_features, size))
+
+    def fused(self, params: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor]:
+        names = [f"{prefix}{f}_transform" for f in self.fields]
+        return (torch.cat([params[n + ".weight"] for n in names]), torch.cat([params[n + ".bias"] for n in names]))
+
+
+class MemoryNetwork(nn.Module):
+    """What the DNC, SAM and SDNC shells share; subclasses say which memory to build."""
+
+    #: Keys of the ``debug=True`` dictionary, in order, taken from the memory state.
+    debug_keys: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        memory_factory: Callable[[], Memory],
+        input_size: int,
+        hidden_size: int,
+        rnn_type: str = "lstm",
+        num_layers: int = 1,
+        num_hidden_layers: int = 2,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0,
+        bidirectional: bool = False,
+        nonlinearity: str = "tanh",
+        gpu_id: int = -1,
+        independent_linears: bool = False,
+        share_memory: bool = _UNSET,
+        debug: bool = False,
+        clip: float = 20,
+        *,
+        device: torch.device | str | None = None,
+        share_memory_between_layers: bool = _UNSET,
+        output_size: int | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if bidirectional:
+            raise NotImplementedError(
+                "bidirectional=True is not supported: a memory is written in time order, so a "
+                "backward pass over the sequence would need its own memory (pytorch-dnc ignores it)"
+            )
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.rnn_type = one_of(
+            "rnn_type", rnn_type.lower() if isinstance(rnn_type, str) else rnn_type, ("lstm", "gru", "rnn")
+        )
+        self.num_layers = positive_int("num_layers", num_layers)
+        self.num_hidden_layers = positive_int("num_hidden_layers", num_hidden_layers)
+        self.nonlinearity = one_of("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.dropout = probability("dropout", dropout)
+        self.batch_first = bool(batch_first)
+        self.bias = bool(bias)
+        self.clip = clip
+        self.debug = bool(debug)
+        self.independent_linears = bool(independent_linears)
+        if share_memory is not _UNSET and share_memory_between_layers is not _UNSET:
+            if bool(share_memory) != bool(share_memory_between_layers):
+                raise ValueError(
+                    f"share_memory={share_memory} and share_memory_between_layers="
+                    f"{share_memory_between_layers} disagree; they are two spellings of one option"
+                )
+        chosen = share_memory if share_memory is not _UNSET else share_memory_between_layers
+        self.share_memory = True if chosen is _UNSET else bool(chosen)
+        self.gpu_id = gpu_id
+        self.use_compile = bool(compile)
+        self._compile_kwargs: dict[str, Any] = {}
+        self._compiled_step: Callable | None = None
+
+        mems = [memory_factory() for _ in range(1 if self.share_memory else self.num_layers)]
+        self.memory_config = mems[0]
+        read_size = mems[0].read_size
+        ctrls = [
+            controller(
+                self.rnn_type,
+                (self.input_size if layer == 0 else self.hidden_size) + read_size,
+                self.hidden_size,
+                self.num_hidden_layers,
+                self.bias,
+                self.dropout,
+                self.nonlinearity,
+            )
+            for layer in range(self.num_layers)
+        ]
+        self.output_size = self.input_size if output_size is None else positive_int("output_size", output_size)
+        self.cell = memory_cell(ctrls, mems[0] if self.share_memory else mems, self.input_size, self.output_size, clip)
+        self._eager_step = batched_step(self.cell, use_vmap=False)
+
+        init = self.cell.init_params()
+        self.controllers = nn.ModuleList(
+            _Parameters({k.split(".", 2)[2]: v for k, v in init.items() if k.startswith(f"controllers.{layer}.")})
+            for layer in range(self.num_layers)
+        )
+        interface_size = mems[0].interface_size
+        if self.independent_linears:
+            self.interfaces = nn.ModuleList(
+                _IndependentInterface(mems[0].interface_fields, self.hidden_size) for _ in range(self.num_layers)
+            )
+        else:
+            self.interfaces = nn.ModuleList(nn.Linear(self.hidden_size, interface_size) for _ in range(self.num_layers))
+        self.output = nn.Linear(self.hidden_size + read_size, self.output_size)
+        self.memories = [MemoryView(self, layer) for layer in range(len(mems))]
+        self.to(resolve_device(gpu_id, device))
+
+    # -- parameters and steps ------------------------------------------------------------------
+
+    def step_params(self) -> dict[str, Tensor]:
+        """The parameters as the pure cell names them (independent interface linears fused)."""
+        params = dict(self.named_parameters())
+        if self.independent_linears:
+            for layer, interface in enumerate(self.interfaces):
+                w, b = interface.fused(params, f"interfaces.{layer}.")
+                params[f"interfaces.{layer}.weight"], params[f"interfaces.{layer}.bias"] = w, b
+        return params
+
+    def compile(self, **kwargs: Any) -> None:  # type: ignore[override]
+        """Run the compiled batched step from now on (``torch.compile`` keyword arguments go to it).
+
+        Unlike ``nn.Module.compile`` this compiles the one-step function, not ``forward``: one
+        graph then serves every sequence length (a compiled time loop would unroll per length)."""
+        self.use_compile, self._compile_kwargs, self._compiled_step = True, kwargs, None
+
+    def _step(self) -> Callable:
+        if not self.use_compile:
+            return self._eager_step
+        if self._compiled_step is None:
+            self._compiled_step = batched_step(self.cell, compile=True, **self._compile_kwargs)
+        return self._compiled_step
+
+    # -- hidden state ----------------------------------------------------------------------------
+
+    def _zeros(self, batch_size: int, like: Tensor) -> CellState:
+        one = self.cell.init_state(like.dtype, like.device)
+        return optree.tree_map(lambda t: t.unsqueeze(0).expand(batch_size, *t.shape).contiguous(), one)
+
+    def _check(self, name: str, value: Any, expected: Tensor) -> Tensor:
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+        if value.shape != expected.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)}, expected {tuple(expected.shape)} "
+                f"(batch size {expected.shape[0]} and this module's sizes)"
+            )
+        return value.to(expected.dtype)
+
+    def _memory_state(self, name: str, given: Any, zero: Any) -> Any:
+        cls = type(zero)
+        if isinstance(given, dict):
+            missing = [k for k in cls._fields if k not in given]
+            if missing:
+                raise ValueError(f"{name} is missing keys {missing}; a memory state has keys {list(cls._fields)}")
+            given = cls(**{k: given[k] for k in cls._fields})
+        if not isinstance(given, cls):
+            raise TypeError(f"{name} must be a {cls.__name__} or a dict with keys {list(cls._fields)}")
+        return cls(*(self._check(f"{name}[{k!r}]", g, z) for k, g, z in zip(cls._fields, given, zero)))
+
+    def _controller_state(self, name: str, given: Any, zero: Any) -> Any:
+        # dnc's layout is (num_hidden_layers, B, H); the pure core's is (B, num_hidden_layers, H).
+        if isinstance(zero, LSTMState):
+            if not isinstance(given, (tuple, list)) or len(given) != 2:
+                raise ValueError(f"{name} must be an (h, c) pair for rnn_type='lstm'")
+            h, c = given
+            return LSTMState(
+                *(
+                    self._check(f"{name}[{i}]", t, z.transpose(0, 1)).transpose(0, 1)
+                    for i, t, z in ((0, h, zero.h), (1, c, zero.c))
+                )
+            )
+        return RNNState(self._check(name, given, zero.h.transpose(0, 1)).transpose(0, 1))
+
+    def initial_state(self, hx: Any, batch_size: int, reset_experience: bool, like: Tensor) -> CellState:
+        """The batched :class:`~memfn.cell.CellState` from a ``dnc``-style ``hx`` (any part None)."""
+        zero = self._zeros(batch_size, like)
+        if hx is None:
+            hx = (None, None, None)
+        if not isinstance(hx, (tuple, list)) or len(hx) != 3:
+            raise ValueError("hx must be None or a tuple (controller_hidden, memory, read_vectors)")
+        chx, mhx, last_read = hx
+        cstates = zero.controller
+        if chx is not None:
+            if not isinstance(chx, (list, tuple)) or len(chx) != self.num_layers:
+                raise ValueError(f"hx controller_hidden must be a list of {self.num_layers} layer states")
+            cstates = tuple(
+                self._controller_state(f"controller_hidden[{i}]", g, z)
+                for i, (g, z) in enumerate(zip(chx, zero.controller))
+            )
+        mstates = zero.memory
+        if mhx is not None and not reset_experience:
+            if self.share_memory:
+                mstates = self._memory_state("memory", mhx, zero.memory)
+            else:
+                if not isinstance(mhx, (list, tuple)) or len(mhx) != self.num_layers:
+                    raise ValueError(f"hx memory must be a list of {self.num_layers} states (share_memory=False)")
+                mstates = tuple(
+                    self._memory_state(f"memory[{i}]", g, z) for i, (g, z) in enumerate(zip(mhx, zero.memory))
+                )
+        reads = zero.read_vectors if last_read is None else self._check("read_vectors", last_read, zero.read_vectors)
+        return CellState(cstates, mstates, reads)
+
+    def dnc_hidden(self, state: CellState) -> Hidden:
+        """``(controller_hidden, memory, read_vectors)`` in the ``dnc`` package's layout."""
+        chx = [
+            LSTMState(s.h.transpose(0, 1), s.c.transpose(0, 1)) if isinstance(s, LSTMState) else s.h.transpose(0, 1)
+            for s in state.controller
+        ]
+        mhx = state.memory if self.share_memory else list(state.memory)
+        return chx, mhx, state.read_vectors
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def _check_input(self, x: Any) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch.Tensor or PackedSequence, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype={x.dtype}")
+        layout = "(batch, time, input_size)" if self.batch_first else "(time, batch, input_size)"
+        if x.ndim != 3 or x.shape[-1] != self.input_size:
+            raise ValueError(f"input must have shape {layout} with input_size={self.input_size}, got {tuple(x.shape)}")
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Any = (None, None, None),
+        reset_experience: bool = False,
+        pass_through_memory: bool = True,
+    ):
+        """``output, (controller_hidden, memory, read_vectors)[, debug]``, as ``dnc.DNC.forward``."""
+        lengths = None
+        if isinstance(input, PackedSequence):
+            xs, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+            self._check_input(xs.transpose(0, 1) if self.batch_first else xs)
+        else:
+            self._check_input(input)
+            xs = input.transpose(0, 1) if self.batch_first else input
+        state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
+        params = self.step_params()
+        kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
+        trace: list | None = [] if self.debug else None
+        # Debug views need every layer's state, so they run the eager step.
+        step = self._eager_step if self.debug else self._step()
+        if trace is not None:
+            kwargs["trace"] = trace
+        ys, state = run(step, params, state, xs, lengths, **kwargs)
+        if lengths is not None:
+            output: Tensor | PackedSequence = pack_padded_sequence(ys, lengths, enforce_sorted=False)
+        else:
+            output = ys.transpose(0, 1) if self.batch_first else ys
+        hidden = self.dnc_hidden(state)
+        if trace is None:
+            return output, hidden
+        return output, hidden, self.debug_record(trace)
+
+    def debug_record(self, trace: list) -> dict[str, np.ndarray]:
+        """``dnc``'s debug dictionary: batch element 0, one row per (time, layer), flattened."""
+        return {key: np.stack([s[key][0].detach().cpu().reshape(-1).numpy() for s in trace]) for key in self.debug_keys}
+
+
+class MemoryView:
+    """``rnn.memories[i]``: a layer's memory with pytorch-dnc's ``Memory`` methods, on the pure core.
+
+    ``hidden`` is a :class:`~memfn.dense.DNCState` (or a dict with its keys) with a batch axis; the
+    methods return new states and never mutate the one given.
+    """
+
+    def __init__(self, network: MemoryNetwork, index: int) -> None:
+        self._network = network
+        self.index = index
+
+    def _state(self, hidden: Any, batch_size: int, like: Tensor) -> Any:
+        zero = self._network._zeros(batch_size, like).memory
+        zero = zero if self._network.share_memory else zero[self.index]
+        return self._network._memory_state("hidden", hidden, zero)
+
+    def reset(self, batch_size: int = 1, hidden: Any = None, erase: bool = True) -> Any:
+        """A zero state for ``batch_size`` examples, or a copy of ``hidden`` (zeroed if ``erase``)."""
+        p = next(self._network.parameters())
+        zero = self._network._zeros(batch_size, p).memory
+        zero = zero if self._network.share_memory else zero[self.index]
+        if hidden is None or erase:
+            return zero
+        return optree.tree_map(torch.clone, self._network._memory_state("hidden", hidden, zero))
+
+    def write(
+        self,
+        write_key,
+        write_vector,
+        erase_vector,
+        free_gates,
+        read_strengths,
+        write_strength,
+        write_gate,
+        allocation_gate,
+        hidden,
+    ):
+        """pytorch-dnc's ``Memory.write`` (activated values, its shapes) -> the new state.
+        ``read_strengths`` is accepted for signature compatibility and unused, as in ``dnc``."""
+        state = self._state(hidden, write_key.shape[0], write_key)
+        io = DNCInterface(
+            read_keys=None, read_strengths=None, write_key=write_key, write_strength=write_strength,
+            erase_vector=erase_vector.squeeze(-2), write_vector=write_vector.squeeze(-2),
+            free_gates=free_gates, allocation_gate=allocation_gate, write_gate=write_gate, read_modes=None,
+        )  # fmt: skip
+        return dense_write(state, io)
+
+    def read(self, read_keys, read_strengths, read_modes, hidden):
+        """pytorch-dnc's ``Memory.read``: ``(read_vectors (B, R, W), new state)``."""
+        state = self._state(hidden, read_keys.shape[0], read_keys)
+        return dense_read(state, read_keys, read_strengths, read_modes)
+
+    def __call__(self, xi: Tensor, hidden: Any):
+        """pytorch-dnc's ``Memory.forward``: controller output ``(B, H)`` -> ``(reads (B, R, W), state)``."""
+        net = self._network
+        params = net.step_params()
+        w, b = params[f"interfaces.{self.index}.weight"], params[f"interfaces.{self.index}.bias"]
+        state = self._state(hidden, xi.shape[0], xi)
+        return net.memory_config.step(state, torch.nn.functional.linear(xi, w, b))
+
+
+class DNC(MemoryNetwork):
+    """A Differentiable Neural Computer with pytorch-dnc's constructor and forward contract.
+
+    ``DNC(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
+    batch_first=True, dropout=0, bidirectional=False, nr_cells=5, read_heads=2, cell_size=10,
+    nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True, debug=False,
+    clip=20)``, plus keyword-only ``device`` / ``share_memory_between_layers`` (pytorch-dnc 2.0
+    spellings), ``output_size`` (default ``input_size``) and ``compile``.
+
+    >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
+    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+    >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(rv.shape)
+    ((2, 5, 8), (2, 1, 4, 4), (2, 6))
+    """
+
+    debug_keys = ("memory", "link_matrix", "precedence", "read_weights", "write_weights", "usage_vector")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        rnn_type: str = "lstm",
+        num_layers: int = 1,
+        num_hidden_layers: int = 2,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0,
+        bidirectional: bool = False,
+        nr_cells: int = 5,
+        read_heads: int = 2,
+        cell_size: int = 10,
+        nonlinearity: str = "tanh",
+        gpu_id: int = -1,
+        independent_linears: bool = False,
+        share_memory: bool = _UNSET,
+        debug: bool = False,
+        clip: float = 20,
+        **kwargs: Any,
+    ) -> None:
+        self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
+        super().__init__(
+            lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads),
+            input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
+            bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, **kwargs,
+        )  # fmt: skip
+
+
+__all__ = ["DNC", "DNCState", "MemoryNetwork", "MemoryView", "detach", "resolve_device"]
