@@ -29,10 +29,27 @@ from memfn.interface import DNCInterface
 from memfn.memory import Memory
 from memfn.validation import one_of, positive_int, probability
 
-_UNSET: Any = object()
+
+class _Unset:
+    """The default of ``share_memory``: "not given" (so the 2.0 spelling may be used), meaning True."""
+
+    def __repr__(self) -> str:
+        return "True"
+
+
+_UNSET: Any = _Unset()
 _warned_devices: set[str] = set()
 
 Hidden = tuple[list, Any, Tensor]
+
+
+def _describe(value: Any) -> str:
+    """A short description of a received value, for error messages."""
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 def detach(hidden: Any) -> Any:
@@ -221,7 +238,7 @@ class MemoryNetwork(nn.Module):
         if value.shape != expected.shape:
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)}, expected {tuple(expected.shape)} "
-                f"(batch size {expected.shape[0]} and this module's sizes)"
+                "(from the input's batch size and this module's configuration)"
             )
         return value.to(expected.dtype)
 
@@ -233,14 +250,16 @@ class MemoryNetwork(nn.Module):
                 raise ValueError(f"{name} is missing keys {missing}; a memory state has keys {list(cls._fields)}")
             given = cls(**{k: given[k] for k in cls._fields})
         if not isinstance(given, cls):
-            raise TypeError(f"{name} must be a {cls.__name__} or a dict with keys {list(cls._fields)}")
+            raise TypeError(
+                f"{name} must be a {cls.__name__} or a dict with keys {list(cls._fields)}, got {_describe(given)}"
+            )
         return cls(*(self._check(f"{name}[{k!r}]", g, z) for k, g, z in zip(cls._fields, given, zero)))
 
     def _controller_state(self, name: str, given: Any, zero: Any) -> Any:
         # dnc's layout is (num_hidden_layers, B, H); the pure core's is (B, num_hidden_layers, H).
         if isinstance(zero, LSTMState):
             if not isinstance(given, (tuple, list)) or len(given) != 2:
-                raise ValueError(f"{name} must be an (h, c) pair for rnn_type='lstm'")
+                raise ValueError(f"{name} must be an (h, c) pair for rnn_type='lstm', got {_describe(given)}")
             h, c = given
             return LSTMState(
                 *(
@@ -256,12 +275,17 @@ class MemoryNetwork(nn.Module):
         if hx is None:
             hx = (None, None, None)
         if not isinstance(hx, (tuple, list)) or len(hx) != 3:
-            raise ValueError("hx must be None or a tuple (controller_hidden, memory, read_vectors)")
+            raise ValueError(
+                f"hx must be None or a tuple (controller_hidden, memory, read_vectors), got {_describe(hx)}"
+            )
         chx, mhx, last_read = hx
         cstates = zero.controller
         if chx is not None:
             if not isinstance(chx, (list, tuple)) or len(chx) != self.num_layers:
-                raise ValueError(f"hx controller_hidden must be a list of {self.num_layers} layer states")
+                raise ValueError(
+                    f"hx controller_hidden must be a list of {self.num_layers} layer states (num_layers="
+                    f"{self.num_layers}), got {_describe(chx)}"
+                )
             cstates = tuple(
                 self._controller_state(f"controller_hidden[{i}]", g, z)
                 for i, (g, z) in enumerate(zip(chx, zero.controller))
@@ -272,7 +296,10 @@ class MemoryNetwork(nn.Module):
                 mstates = self._memory_state("memory", mhx, zero.memory)
             else:
                 if not isinstance(mhx, (list, tuple)) or len(mhx) != self.num_layers:
-                    raise ValueError(f"hx memory must be a list of {self.num_layers} states (share_memory=False)")
+                    raise ValueError(
+                        f"hx memory must be a list of {self.num_layers} states (share_memory=False), "
+                        f"got {_describe(mhx)}"
+                    )
                 mstates = tuple(
                     self._memory_state(f"memory[{i}]", g, z) for i, (g, z) in enumerate(zip(mhx, zero.memory))
                 )
@@ -314,6 +341,9 @@ class MemoryNetwork(nn.Module):
         else:
             self._check_input(input)
             xs = input.transpose(0, 1) if self.batch_first else input
+        # Time-first and contiguous: every step's slice then has the same strides whatever the
+        # sequence length (a compiled step guards on strides, so a strided view would recompile).
+        xs = xs.contiguous()
         state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
         params = self.step_params()
         kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
@@ -330,10 +360,18 @@ class MemoryNetwork(nn.Module):
         hidden = self.dnc_hidden(state)
         if trace is None:
             return output, hidden
-        return output, hidden, self.debug_record(trace)
+        return output, hidden, self.debug_record(trace, None if lengths is None else int(lengths[0]))
 
-    def debug_record(self, trace: list) -> dict[str, np.ndarray]:
-        """``dnc``'s debug dictionary: batch element 0, one row per (time, layer), flattened."""
+    def debug_record(self, trace: list, length: int | None = None) -> dict[str, np.ndarray]:
+        """``dnc``'s debug dictionary: batch element 0, one row per (time, layer), flattened.
+
+        ``length``: batch element 0's length for packed input. The trace holds the step's states
+        before padded steps are masked out, so rows past that length show the state element 0
+        keeps (its final state), not what the step computed on padding."""
+        if length is not None:
+            layers, end = self.num_layers, length * self.num_layers
+            final = [trace[end - 1 if self.share_memory else end - layers + layer] for layer in range(layers)]
+            trace = trace[:end] + [final[i % layers] for i in range(end, len(trace))]
         return {key: np.stack([s[key][0].detach().cpu().reshape(-1).numpy() for s in trace]) for key in self.debug_keys}
 
 
@@ -435,13 +473,18 @@ class DNC(MemoryNetwork):
         share_memory: bool = _UNSET,
         debug: bool = False,
         clip: float = 20,
-        **kwargs: Any,
+        *,
+        device: torch.device | str | None = None,
+        share_memory_between_layers: bool = _UNSET,
+        output_size: int | None = None,
+        compile: bool = False,
     ) -> None:
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         super().__init__(
             lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads),
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
-            bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, **kwargs,
+            bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
+            share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
         )  # fmt: skip
 
 

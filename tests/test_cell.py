@@ -124,3 +124,29 @@ def test_mismatched_controller_raises():
         memfn.memory_cell(memfn.lstm(I, H), mem, I)
     with pytest.raises(ValueError, match="clip must be a number >= 0"):
         memfn.memory_cell(memfn.lstm(I + 8, H), mem, I, clip=-1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_stacked_layers_chain_and_feed_back_the_top_reads(shared):
+    mems = [memfn.dnc(nr_cells=N, cell_size=W, read_heads=R) for _ in range(2)]
+    ctrls = [memfn.lstm(I + R * W, H), memfn.gru(H + R * W, H)]
+    cell = memfn.memory_cell(ctrls, mems[0] if shared else mems, I, I)
+    params = cell.init_params(dtype=torch.float64)
+    state = cell.init_state(torch.float64)
+    assert isinstance(state.controller, tuple) and len(state.controller) == 2
+    assert isinstance(state.memory, memfn.DNCState) if shared else len(state.memory) == 2
+    trace: list = []
+    _, s1 = cell.step(params, state, torch.randn(I, dtype=torch.float64), trace=trace)
+    assert len(trace) == 2  # one memory state per layer
+    if shared:  # the second layer stepped the memory the first layer had written
+        assert trace[1] is s1.memory and not torch.equal(trace[0].memory, trace[1].memory)
+    # The top layer's reads are the ones carried to the next step.
+    assert torch.equal(s1.read_vectors, (trace[1].read_weights @ trace[1].memory).flatten())
+
+
+def test_stacked_layer_sizes_are_checked():
+    mem = memfn.dnc(nr_cells=N, cell_size=W, read_heads=R)
+    with pytest.raises(ValueError, match=r"controller\[1\].input_size must be the layer below's hidden \+ reads"):
+        memfn.memory_cell([memfn.lstm(I + R * W, H), memfn.lstm(H, H)], mem, I)
+    with pytest.raises(ValueError, match="one per layer"):
+        memfn.memory_cell([memfn.lstm(I + R * W, H)] * 2, [mem] * 3, I)

@@ -1,0 +1,9 @@
+"""The classic algorithmic tasks (copy, adding, argmax) and their training loop.
+
+The scripts ``tasks/copy_task.py``, ``tasks/adding_task.py`` and ``tasks/argmax_task.py`` are thin
+entry points to :func:`memfn.tasks.train.main`, with pytorch-dnc's command-line options.
+"""
+
+from memfn.tasks.definitions import TASKS, AddingTask, ArgmaxTask, Batch, CopyTask, Task
+
+__all__ = ["TASKS", "AddingTask", "ArgmaxTask", "Batch", "CopyTask", "Task"]

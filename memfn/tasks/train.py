@@ -1,0 +1,374 @@
+"""The training loop behind ``tasks/*_task.py``: pytorch-dnc's command lines, and what it lacked.
+
+Options accept both ``-name`` (pytorch-dnc's README) and ``--name``. Ours on top: ``--seed``,
+``--compile``, ``--checkpoint-dir``, ``--resume``, ``--plot-dir``, ``--tensorboard``, ``--quiet``,
+``--stop-at``. Under ``torchrun`` the model is wrapped in DDP (gloo on CPU, nccl on GPU): gradients
+are averaged and rank 0 alone logs, plots and checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from memfn.modules import DNC
+from memfn.tasks.definitions import TASKS, Task
+
+#: Options that decide the model's shape: a checkpoint is only compatible if they match.
+MODEL_OPTIONS = (
+    "task", "input_size", "rnn_type", "nhid", "memory_type", "nlayer", "nhlayer", "mem_size", "mem_slot",
+    "read_heads", "sparse_reads", "temporal_reads", "output_size",
+)  # fmt: skip
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class UserError(Exception):
+    """A mistake in the command line or files: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UserError(message)
+
+
+def build_parser(task: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{task}_task.py", description=f"Train a memory network on the {task} task.")
+
+    def opt(name: str, **kw: Any) -> None:
+        flags = {f"-{name}", f"--{name}", f"-{name.replace('-', '_')}", f"--{name.replace('-', '_')}"}
+        p.add_argument(*sorted(flags, key=len), dest=name.replace("-", "_"), **kw)
+
+    # pytorch-dnc's options and defaults (its copy task).
+    opt("input_size", type=int, default=6, help="input width (copy: bits + 1 delimiter channel)")
+    opt("rnn_type", default="lstm", choices=["lstm", "gru", "rnn"], help="controller type")
+    opt("nhid", type=int, default=64, help="controller hidden units")
+    opt("dropout", type=float, default=0.0, help="controller dropout between layers")
+    opt("memory_type", default="dnc", choices=["dnc", "sdnc", "sam"], help="memory type")
+    opt("nlayer", type=int, default=1, help="memory layers (DNC num_layers)")
+    opt("nhlayer", type=int, default=2, help="controller layers per memory layer")
+    opt("lr", type=float, default=1e-4, help="learning rate")
+    opt("optim", default="adam", choices=["adam", "adamax", "rmsprop", "sgd", "adagrad"], help="optimiser")
+    opt("clip", type=float, default=50.0, help="gradient norm clipping")
+    opt("batch_size", type=int, default=100, help="batch size")
+    opt("mem_size", type=int, default=20, help="memory cell width (cell_size)")
+    opt("mem_slot", type=int, default=16, help="memory cells (nr_cells)")
+    opt("read_heads", type=int, default=4, help="read heads")
+    opt("sparse_reads", type=int, default=10, help="sparse reads per head (sam, sdnc)")
+    opt("temporal_reads", type=int, default=2, help="temporal reads (sdnc)")
+    opt("sequence_max_length", type=int, default=4, help="longest training sequence")
+    opt("curriculum_increment", type=int, default=0, help="grow sequence_max_length by this much ...")
+    opt("curriculum_freq", type=int, default=1000, help="... every this many iterations")
+    opt("cuda", type=int, default=-1, help="GPU id, -1 for CPU (falls back to CPU with a warning)")
+    opt("iterations", type=int, default=100000, help="training iterations")
+    opt("summarize_freq", type=int, default=100, help="log, plot and evaluate every this many iterations")
+    opt("check_freq", type=int, default=100, help="checkpoint every this many iterations")
+    opt("visdom", action="store_true", help="send plots to a visdom server (localhost:8097)")
+    # Ours.
+    opt("seed", type=int, default=0, help="random seed (data, initialisation, dropout)")
+    opt("compile", action="store_true", help="run the compiled step (torch.compile)")
+    opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
+    opt("resume", default=None, help="resume from a checkpoint file or directory")
+    opt("plot-dir", default="plots", help="save PNG plots here ('' to disable)")
+    opt("tensorboard", default=None, nargs="?", const="runs", help="log scalars to TensorBoard (log dir)")
+    opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
+    opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("input_size", "nhid", "nlayer", "nhlayer", "batch_size", "mem_size", "mem_slot", "read_heads",
+                 "sparse_reads", "temporal_reads", "sequence_max_length", "curriculum_freq", "summarize_freq",
+                 "check_freq"):  # fmt: skip
+        if getattr(args, name) < 1:
+            raise UserError(f"-{name} must be >= 1, got {getattr(args, name)}")
+    if args.iterations < 0 or args.curriculum_increment < 0:
+        raise UserError("-iterations and -curriculum_increment must be >= 0")
+    if not 0 <= args.dropout < 1:
+        raise UserError(f"-dropout must be in [0, 1), got {args.dropout}")
+    if args.lr <= 0:
+        raise UserError(f"-lr must be > 0, got {args.lr}")
+    if args.task in ("adding", "argmax") and args.input_size < 2:
+        raise UserError(f"-input_size must be >= 2 for the {args.task} task (numbers + terminator)")
+    if args.memory_type != "dnc":
+        raise UserError(
+            f"-memory_type {args.memory_type} needs memfn's sparse memories, which this version does not "
+            "ship yet; use -memory_type dnc"
+        )
+
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    return DNC(
+        input_size=args.input_size, hidden_size=args.nhid, rnn_type=args.rnn_type, num_layers=args.nlayer,
+        num_hidden_layers=args.nhlayer, dropout=args.dropout, nr_cells=args.mem_slot, cell_size=args.mem_size,
+        read_heads=args.read_heads, gpu_id=args.cuda, batch_first=True, output_size=args.output_size,
+        compile=args.compile,
+    )  # fmt: skip
+
+
+def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
+    # pytorch-dnc's optimiser settings.
+    if args.optim == "adam":
+        return torch.optim.Adam(params, lr=args.lr, eps=1e-9, betas=(0.9, 0.98))
+    if args.optim == "adamax":
+        return torch.optim.Adamax(params, lr=args.lr, eps=1e-9, betas=(0.9, 0.98))
+    if args.optim == "rmsprop":
+        return torch.optim.RMSprop(params, lr=args.lr, momentum=0.9, eps=1e-10)
+    if args.optim == "sgd":
+        return torch.optim.SGD(params, lr=args.lr)
+    return torch.optim.Adagrad(params, lr=args.lr)
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
+    path = Path(spec)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # corrupt or not a torch file
+        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise UserError(f"--resume: {path} is not a memfn task checkpoint")
+    diff = {
+        k: (ckpt["config"].get(k), getattr(args, k)) for k in MODEL_OPTIONS if ckpt["config"].get(k) != getattr(args, k)
+    }
+    if diff:
+        shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise UserError(f"--resume: {path} is incompatible with these options ({shown})")
+    return ckpt
+
+
+class Logger:
+    """Progress bar, plain lines, plots, TensorBoard and visdom: only rank 0 has one that acts."""
+
+    def __init__(self, args: argparse.Namespace, task: Task, active: bool, start: int) -> None:
+        self.args, self.task, self.active = args, task, active
+        self.history: dict[str, list] = {"iteration": [], "loss": [], "metric": []}
+        self.bar = None
+        self.writer = None
+        self.viz = None
+        if not active:
+            return
+        if not args.quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=args.iterations, initial=start, desc=f"{task.name} {args.memory_type}", unit="it")
+        if args.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(args.tensorboard)
+        if args.visdom:
+            self.viz = _connect_visdom()
+
+    def line(self, text: str) -> None:
+        if not self.active:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def summary(self, it: int, loss: float, metric: float, debug: dict | None) -> None:
+        if not self.active:
+            return
+        name = self.task.metric_name
+        self.history["iteration"].append(it)
+        self.history["loss"].append(loss)
+        self.history["metric"].append(metric)
+        self.line(f"iter {it} loss {loss:.6g} {name} {metric:.6g}")
+        if self.writer is not None:
+            self.writer.add_scalar("loss", loss, it)
+            self.writer.add_scalar(name, metric, it)
+            self.writer.flush()
+        if self.args.plot_dir:
+            from memfn.viz import plot_memory, plot_training_curve
+
+            plot_dir = Path(self.args.plot_dir)
+            if debug is not None:
+                plot_memory(debug, plot_dir / f"memory_iter{it:07d}.png", f"{self.task.name}, iteration {it}")
+            h = self.history
+            plot_training_curve(h["iteration"], h["loss"], h["metric"], name, plot_dir / "training_curve.png")
+        if self.viz is not None and debug is not None:
+            for key in ("usage_vector", "write_weights", "read_weights"):
+                self.viz.heatmap(debug[key].T, win=key, opts={"title": f"{key} (iteration {it})"})
+            self.viz.line(X=[it], Y=[loss], win="loss", update="append", opts={"title": "loss"})
+
+    def step(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4g}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _connect_visdom():
+    try:
+        import visdom
+    except ImportError:
+        print("visdom: not installed (pip install 'memfn[viz]'); continuing without it", file=sys.stderr)
+        return None
+    viz = visdom.Visdom(server="http://localhost", port=int(os.environ.get("VISDOM_PORT", 8097)),
+                        raise_exceptions=False, use_incoming_socket=False)  # fmt: skip
+    if not viz.check_connection(timeout_seconds=3):
+        print("visdom: no server answers on localhost; continuing without it", file=sys.stderr)
+        return None
+    return viz
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def evaluate(model: nn.Module, task: Task, length: int, batch_size: int, generator: torch.Generator,
+             debug: bool = False) -> tuple[float, float, dict | None]:  # fmt: skip
+    """Loss and metric on a fresh batch at ``length`` (no gradients); the debug record of its first
+    sequence if asked."""
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    was_training, was_debug = net.training, net.debug
+    net.eval()
+    net.debug = debug
+    try:
+        with torch.no_grad():
+            batch = task.sample(batch_size, length, generator)
+            result = net(batch.inputs.to(next(net.parameters()).device), None, reset_experience=True)
+            output = result[0].cpu()
+            record = result[2] if debug else None  # batch element 0
+            return task.loss(output, batch).item(), task.metric(output, batch), record
+    finally:
+        net.train(was_training)
+        net.debug = was_debug
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train as the options say; returns the final generalisation results (metric per length)."""
+    check_args(args)
+    task = TASKS[args.task](args.input_size)
+    ckpt = load_checkpoint(args.resume, args) if args.resume else None  # before anything is written
+    rank, world = _distributed()
+    torch.manual_seed(args.seed)
+    model = build_model(args)
+    device = next(model.parameters()).device
+    optimizer = build_optimizer(args, model.parameters())
+    data_gen = torch.Generator().manual_seed(args.seed * 1000 + rank)
+    eval_gen = torch.Generator().manual_seed(10**6 + args.seed)
+    start, max_length = 1, args.sequence_max_length
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        data_gen.set_state(ckpt["rng"]["data"][rank] if world == len(ckpt["rng"]["data"]) else ckpt["rng"]["data"][0])
+        eval_gen.set_state(ckpt["rng"]["eval"])
+        start, max_length = ckpt["iteration"] + 1, ckpt["max_length"]
+    ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    log = Logger(args, task, active=rank == 0, start=start - 1)
+    if ckpt is not None:
+        log.history = ckpt.get("history", log.history)
+        log.line(f"resumed from iteration {ckpt['iteration']}")
+
+    last = (math.nan, math.nan)
+    t0 = time.perf_counter()
+    it = start - 1
+    for it in range(start, args.iterations + 1):
+        length = int(torch.randint(1, max_length + 1, (1,), generator=data_gen))
+        batch = task.sample(args.batch_size, length, data_gen)
+        output, _ = ddp(batch.inputs.to(device), None, reset_experience=True)
+        loss = task.loss(output, batch.__class__(batch.inputs, batch.targets.to(device), batch.length))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        optimizer.step()
+        log.step(loss.item())
+        if args.curriculum_increment and it % args.curriculum_freq == 0:
+            max_length += args.curriculum_increment
+        if it % args.summarize_freq == 0:
+            # The metric comes from a fresh batch at the current longest length: the training batch
+            # has a random length, and short ones make any model look perfect.
+            want_plot = rank == 0 and bool(args.plot_dir or args.visdom)
+            _, metric, debug = evaluate(model, task, max_length, args.batch_size, eval_gen, debug=want_plot)
+            last = (loss.item(), metric)
+            log.summary(it, loss.item(), metric, debug)
+        if args.checkpoint_dir and rank == 0 and it % args.check_freq == 0:
+            save_checkpoint(Path(args.checkpoint_dir) / CHECKPOINT_NAME, {
+                "config": vars(args), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "data": _gather_states(data_gen, world),
+                        "eval": eval_gen.get_state()},
+                "iteration": it, "max_length": max_length, "history": log.history,
+            })  # fmt: skip
+        elif args.checkpoint_dir and world > 1 and it % args.check_freq == 0:
+            _gather_states(data_gen, world)
+        if args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at):
+            log.line(f"stopping at iteration {it}: {task.metric_name} {last[1]:.6g} reached --stop-at {args.stop_at}")
+            break
+    seconds = time.perf_counter() - t0
+    results: dict[str, Any] = {"iterations": it, "seconds": seconds, "loss": last[0], task.metric_name: last[1]}
+    if rank == 0:
+        for multiple in task.eval_multiples:
+            length = max_length * multiple
+            _, metric, _ = evaluate(model, task, length, 100, eval_gen)
+            results[f"{task.metric_name}@{length}"] = metric
+            extra = f", {metric / (length * (args.input_size - 1)):.2%} of bits" if task.name == "copy" else ""
+            log.line(f"generalisation length {length}: {task.metric_name} {metric:.4g}{extra}")
+        log.line(f"trained {it - start + 1} iterations in {seconds:.1f} s")
+    log.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return results
+
+
+def _gather_states(gen: torch.Generator, world: int) -> list[Tensor]:
+    state = gen.get_state()
+    if world == 1:
+        return [state]
+    out = [torch.empty_like(state) for _ in range(world)]
+    dist.all_gather(out, state)
+    return out
+
+
+def _reached(task: Task, metric: float, target: float) -> bool:
+    higher_is_better = task.metric_name == "accuracy"
+    return metric >= target if higher_is_better else metric <= target
+
+
+def main(task: str, argv: list[str] | None = None) -> int:
+    parser = build_parser(task)
+    try:
+        args = parser.parse_args(argv)
+        args.task = task
+        # argmax scores positions with the output features: make room for the longest sequence.
+        longest = args.sequence_max_length + args.curriculum_increment * (
+            args.iterations // max(args.curriculum_freq, 1)
+        )
+        args.output_size = max(args.input_size, longest) if task == "argmax" else None
+        train(args)
+    except UserError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0

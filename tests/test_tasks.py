@@ -1,0 +1,230 @@
+"""The task scripts: pytorch-dnc's command lines, logging, plots, checkpoints and resume, errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from memfn.tasks import AddingTask, ArgmaxTask, CopyTask
+from memfn.tasks.train import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = "-nhid 16 -mem_slot 8 -mem_size 6 -read_heads 1 -batch_size 4 -summarize_freq 1 --quiet".split()
+LINE = re.compile(r"^iter (\d+) loss (\S+) (\w+) (\S+)$", re.M)
+
+
+def run_task(task: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore::UserWarning", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tasks" / f"{task}_task.py"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+def losses(stdout: str) -> dict[int, str]:
+    return {int(m.group(1)): m.group(2) for m in LINE.finditer(stdout)}
+
+
+def test_defaults_are_pytorch_dnc_copy_defaults():
+    args = build_parser("copy").parse_args([])
+    expected = dict(input_size=6, nhid=64, nhlayer=2, nlayer=1, mem_size=20, mem_slot=16, read_heads=4,
+                    sparse_reads=10, temporal_reads=2, lr=1e-4, optim="adam", clip=50, batch_size=100,
+                    sequence_max_length=4, summarize_freq=100, check_freq=100, memory_type="dnc",
+                    rnn_type="lstm", cuda=-1, visdom=False)  # fmt: skip
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("dash", ["-", "--"])
+def test_options_accept_single_and_double_dashes(dash):
+    argv = f"{dash}lr 0.01 {dash}mem_slot 9 {dash}checkpoint-dir c {dash}plot-dir p {dash}seed 3".split()
+    args = build_parser("copy").parse_args(argv)
+    assert (args.lr, args.mem_slot, args.checkpoint_dir, args.plot_dir, args.seed) == (0.01, 9, "c", "p", 3)
+
+
+def test_task_data_follow_pytorch_dnc():
+    g = torch.Generator().manual_seed(0)
+    b = CopyTask(6).sample(3, 4, g)
+    assert b.inputs.shape == (3, 9, 6) and b.targets.shape == (3, 4, 5)
+    assert torch.equal(b.inputs[:, :4, :5], b.targets) and (b.inputs[:, 4, 5] == 1).all()
+    assert (b.inputs[:, 5:] == 0).all()
+    a = AddingTask(5).sample(2, 7, g)
+    assert torch.equal(a.targets, a.inputs[:, :7, :4].argmax(-1).sum(1).float())
+    assert (a.inputs[:, -1, 4] == 1).all()
+    m = ArgmaxTask(5).sample(50, 6, g)
+    numbers = m.inputs[:, :6, :4].argmax(-1)
+    assert torch.equal(numbers.gather(1, m.targets[:, None]).squeeze(1), numbers.max(1).values)
+
+
+def test_copy_perfect_output_has_zero_bit_errors():
+    task = CopyTask(6)
+    b = task.sample(4, 3, torch.Generator().manual_seed(1))
+    perfect = torch.zeros(4, 7, 6)
+    perfect[:, 4:, :5] = b.targets * 20 - 10
+    assert task.metric(perfect, b) == 0
+    assert task.metric(-perfect, b) == 15  # every bit wrong: 3 steps x 5 bits
+
+
+def test_short_run_logs_plots_and_checkpoints(tmp_path):
+    r = run_task("copy", *SMALL, "-iterations", "3", "-check_freq", "2", "--checkpoint-dir", str(tmp_path / "c"),
+                 "--plot-dir", str(tmp_path / "p"), "-cuda", "0")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(losses(r.stdout)) == [1, 2, 3]
+    assert all(m.group(3) == "bit_errors" for m in LINE.finditer(r.stdout))
+    assert "generalisation length 8" in r.stdout
+    assert (tmp_path / "c" / "checkpoint.pt").is_file()
+    assert (tmp_path / "p" / "training_curve.png").is_file()
+    assert len(list((tmp_path / "p").glob("memory_iter*.png"))) == 3
+    ckpt = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)
+    assert ckpt["iteration"] == 2 and {"model", "optimizer", "rng", "max_length"} <= set(ckpt)
+
+
+def test_interrupted_then_resumed_run_gives_the_same_losses(tmp_path):
+    common = [*SMALL, "-iterations", "30", "-check_freq", "5", "-curriculum_increment", "1", "-curriculum_freq",
+              "7", "-dropout", "0.2", "--plot-dir", ""]  # fmt: skip
+    full = run_task("copy", *common)
+    assert full.returncode == 0, full.stderr
+    ckdir = tmp_path / "ck"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tasks" / "copy_task.py"), *common, "--checkpoint-dir", str(ckdir)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it mid-way, once a checkpoint past iteration 10 exists
+        path = ckdir / "checkpoint.pt"
+        if path.exists() and torch.load(path, weights_only=False)["iteration"] >= 10:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = torch.load(ckdir / "checkpoint.pt", weights_only=False)["iteration"]
+    assert 10 <= stopped_at < 30
+    resumed = run_task("copy", *common, "--checkpoint-dir", str(ckdir), "--resume", str(ckdir))
+    assert resumed.returncode == 0, resumed.stderr
+    after = losses(resumed.stdout)
+    assert sorted(after) == list(range(stopped_at + 1, 31))
+    assert after == {i: v for i, v in losses(full.stdout).items() if i > stopped_at}
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["-memory_type", "foo"], "argument -memory_type/--memory_type: invalid choice: 'foo'"),
+        (["-optim", "bar"], "invalid choice: 'bar'"),
+        (["-mem_slot", "0"], "-mem_slot must be >= 1, got 0"),
+        (["--resume", "/nonexistent/ckpt"], "--resume: no checkpoint at /nonexistent/ckpt"),
+    ],
+)
+def test_user_mistakes_give_one_error_line(argv, message):
+    r = run_task("copy", *argv)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
+
+
+def test_incompatible_resume_fails_without_overwriting(tmp_path):
+    r = run_task("copy", *SMALL, "-iterations", "2", "-check_freq", "2", "--checkpoint-dir", str(tmp_path),
+                 "--plot-dir", "")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    bad = run_task("copy", *[a if a != "16" else "32" for a in SMALL], "-iterations", "4",
+                   "--checkpoint-dir", str(tmp_path), "--resume", str(tmp_path))  # fmt: skip
+    assert bad.returncode == 2 and "incompatible" in bad.stderr and "nhid: checkpoint 16 vs now 32" in bad.stderr
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint")
+    worse = run_task("copy", *SMALL, "--resume", str(garbage))
+    assert worse.returncode == 2 and "not a readable checkpoint" in worse.stderr
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("task,metric", [("adding", "abs_error"), ("argmax", "accuracy")])
+def test_adding_and_argmax_run(task, metric):
+    r = run_task(task, *SMALL, "-input_size", "5", "-sequence_max_length", "6", "-iterations", "2", "--plot-dir", "")
+    assert r.returncode == 0, r.stderr
+    assert {m.group(3) for m in LINE.finditer(r.stdout)} == {metric}
+
+
+def test_tensorboard_scalars_are_written(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = run_task("copy", *SMALL, "-iterations", "3", "--plot-dir", "", "--tensorboard", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert set(events.Tags()["scalars"]) == {"loss", "bit_errors"}
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+    logged = {int(i): float(v) for i, v in losses(r.stdout).items()}
+    assert [round(e.value, 4) for e in events.Scalars("loss")] == [round(logged[i], 4) for i in (1, 2, 3)]
+
+
+def test_visdom_without_a_server_is_one_message_and_no_crash():
+    env_port = {"VISDOM_PORT": "1"}  # nothing listens there
+    r = run_task("copy", *SMALL, "-iterations", "1", "--plot-dir", "", "-visdom", env=env_port)
+    assert r.returncode == 0, r.stderr
+    assert "visdom: no server answers on localhost; continuing without it" in r.stderr
+
+
+def test_torchrun_two_processes_on_cpu(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(ROOT / "tasks" / "copy_task.py"), *SMALL, "-iterations", "4", "-check_freq", "4",
+         "--checkpoint-dir", str(tmp_path), "--plot-dir", ""],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore::UserWarning", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(losses(r.stdout)) == [1, 2, 3, 4]  # rank 0 alone logs
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["iteration"] == 4 and len(ckpt["rng"]["data"]) == 2
+
+
+@pytest.fixture
+def visdom_server():
+    """A real visdom server on loopback (started without its CDN downloads: no internet here)."""
+    pytest.importorskip("visdom")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = "import sys; from visdom.server.run_server import main; sys.argv = sys.argv[:1] + sys.argv[1:]; main()"
+    server = subprocess.Popen(
+        [sys.executable, "-c", code, "-port", str(port), "--hostname", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import visdom
+
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait for the port before a client connects
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.3)
+        with warnings.catch_warnings():  # visdom's client logs through the deprecated Logger.warn
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = visdom.Visdom(
+                server="http://127.0.0.1", port=port, raise_exceptions=True, use_incoming_socket=False
+            )
+        yield port, client
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_visdom_windows_appear_on_a_real_server(visdom_server):
+    port, client = visdom_server
+    r = run_task(
+        "copy", *SMALL, "-iterations", "2", "--plot-dir", "", "-visdom", env={**os.environ, "VISDOM_PORT": str(port)}
+    )
+    assert r.returncode == 0, r.stderr
+    for window in ("usage_vector", "write_weights", "read_weights", "loss"):
+        assert client.win_exists(window), window
