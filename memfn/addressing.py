@@ -96,14 +96,43 @@ def link_matrix(prev_link: Tensor, prev_precedence: Tensor, write_weights_: Tens
 
     prev_link ``[N, N]``, prev_precedence ``[N]``, write_weights_ ``[N]`` -> ``[N, N]`` in
     ``[0, 1]``; ``L[i, j]`` is the degree to which cell ``i`` was written right after cell ``j``.
+
+    The link matrix is the one ``N x N`` quantity of the DNC, so its backward is written by hand:
+    autograd would keep ``(1 - w_i - w_j)`` and the masked product, two more ``N x N`` tensors per
+    step; this keeps only ``prev_link``, which is the previous step's output (stored anyway).
     """
-    w_i = write_weights_.unsqueeze(-1)  # [N, 1]
-    w_j = write_weights_.unsqueeze(-2)  # [1, N]
-    link = (1.0 - w_i - w_j) * prev_link + w_i * prev_precedence.unsqueeze(-2)
-    n = link.shape[-1]
-    # A cell cannot follow itself. Multiplying by a constant mask keeps this out-of-place.
-    off_diagonal = 1.0 - torch.eye(n, dtype=link.dtype, device=link.device)
-    return link * off_diagonal
+    return _LinkUpdate.apply(prev_link, prev_precedence, write_weights_)
+
+
+def _off_diagonal(n: int, like: Tensor) -> Tensor:
+    # A cell cannot follow itself. A constant mask keeps the update out-of-place (vmap-safe).
+    return 1.0 - torch.eye(n, dtype=like.dtype, device=like.device)
+
+
+class _LinkUpdate(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
+        w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
+        link = (1.0 - w_i - w_j) * prev_link + w_i * prev_precedence.unsqueeze(-2)
+        return link * _off_diagonal(link.shape[-1], link)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        prev_link, prev_precedence, w = ctx.saved_tensors
+        g = grad * _off_diagonal(grad.shape[-1], grad)
+        w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
+        d_prev_link = g * (1.0 - w_i - w_j)
+        g_link = g * prev_link
+        # dL[i,j]/dw[k]: -L_prev[k,j] + p[j] through w_i (i = k), -L_prev[i,k] through w_j (j = k).
+        d_w = (g * prev_precedence.unsqueeze(-2)).sum(-1) - g_link.sum(-1) - g_link.sum(-2)
+        d_precedence = (g * w_i).sum(-2)
+        return d_prev_link, d_precedence, d_w
 
 
 def directional_read_weights(link: Tensor, prev_read_weights: Tensor, forward: bool) -> Tensor:

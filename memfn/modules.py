@@ -52,6 +52,11 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+def _transforms_active() -> bool:
+    """Inside ``torch.func`` transforms (vmap over an ensemble, grad), ``requires_grad_`` is not allowed."""
+    return bool(getattr(torch._C, "_are_functorch_transforms_active", lambda: False)())
+
+
 def detach(hidden: Any) -> Any:
     """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks."""
     return optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
@@ -345,6 +350,11 @@ class MemoryNetwork(nn.Module):
         # sequence length (a compiled step guards on strides, so a strided view would recompile).
         xs = xs.contiguous()
         state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
+        if self.use_compile and not self.debug and torch.is_grad_enabled() and not _transforms_active():
+            # Every state after the first carries autograd history; a fresh (or detached) first
+            # state would not, and the compiled step guards on requires_grad: it would compile a
+            # second graph, forward and backward, for step 0 alone. Leaves that require grad avoid it.
+            state = optree.tree_map(lambda t: t if t.requires_grad else t.detach().requires_grad_(), state)
         params = self.step_params()
         kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
         trace: list | None = [] if self.debug else None

@@ -177,3 +177,23 @@ def test_bad_xi_raises_value_error():
         mem.step(state, torch.zeros(mem.interface_size, dtype=torch.int64))
     with pytest.raises(ValueError, match="torch.Tensor"):
         mem.step(state, [0.0] * mem.interface_size)
+
+
+def test_backward_keeps_only_the_link_matrices_themselves():
+    # Per step, the only N x N tensors saved for backward are the previous and the new link matrix
+    # (each shared with its neighbouring step), not the temporaries of the link update.
+    n = 24
+    mem = memfn.dnc(nr_cells=n, cell_size=4, read_heads=2)
+    _, state = mem.step(mem.init(), torch.randn(mem.interface_size))
+    state = optree.tree_map(lambda t: t.detach().requires_grad_(), state)
+    xi = torch.randn(mem.interface_size, requires_grad=True)
+    saved = {}
+
+    def pack(t):
+        if t.numel() >= n * n:
+            saved[t.data_ptr()] = t
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, new = mem.step(state, xi)
+    assert set(saved) == {state.link_matrix.data_ptr(), new.link_matrix.data_ptr()}
