@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import optree
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor
 
 from memfn.controllers import Controller, Params
@@ -211,18 +212,37 @@ def run(
     state: Any,
     inputs: Tensor,
     lengths: Tensor | None = None,
+    checkpoint_every: int | None = None,
     **step_kwargs: Any,
 ) -> tuple[Tensor, Any]:
     """Run a batched step over time: ``inputs`` ``[T, B, I]`` -> ``(outputs [T, B, O], final state)``.
 
     ``step`` is what :func:`batched_step` returns. With ``lengths`` ``[B]``, steps at or past an
     example's length leave its state unchanged and output zeros (packed-sequence semantics).
+
+    ``checkpoint_every=k`` trades compute for memory when gradients are on: every ``k`` steps form
+    a segment whose intermediate states are recomputed in backward instead of kept, so backward
+    keeps about ``T / k + k`` states instead of ``T`` (``k ~ sqrt(T)`` is the usual choice).
     """
+    if not checkpoint_every or not torch.is_grad_enabled():
+        return _run_segment(step, params, state, inputs, lengths, 0, step_kwargs)
+    k = positive_int("checkpoint_every", checkpoint_every)
+    outputs = []
+    for start in range(0, inputs.shape[0], k):
+        ys, state = torch.utils.checkpoint.checkpoint(
+            _run_segment, step, params, state, inputs[start : start + k], lengths, start, step_kwargs,
+            use_reentrant=False,
+        )  # fmt: skip
+        outputs.append(ys)
+    return torch.cat(outputs), state
+
+
+def _run_segment(step, params, state, inputs, lengths, offset: int, step_kwargs: dict) -> tuple[Tensor, Any]:
     outputs = []
     for t in range(inputs.shape[0]):
         y, new_state = step(params, state, inputs[t], **step_kwargs)
         if lengths is not None:
-            alive = lengths.to(inputs.device) > t
+            alive = lengths.to(inputs.device) > offset + t
             new_state = _where(alive, new_state, state)
             y = y * alive.unsqueeze(-1).to(y.dtype)
         state = new_state

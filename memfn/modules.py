@@ -137,6 +137,7 @@ class MemoryNetwork(nn.Module):
         share_memory_between_layers: bool = _UNSET,
         output_size: int | None = None,
         compile: bool = False,
+        checkpoint_every: int | None = None,
     ) -> None:
         super().__init__()
         if bidirectional:
@@ -168,6 +169,7 @@ class MemoryNetwork(nn.Module):
         self.share_memory = True if chosen is _UNSET else bool(chosen)
         self.gpu_id = gpu_id
         self.use_compile = bool(compile)
+        self.checkpoint_every = None if checkpoint_every is None else positive_int("checkpoint_every", checkpoint_every)
         self._compile_kwargs: dict[str, Any] = {}
         self._compiled_step: Callable | None = None
 
@@ -362,7 +364,9 @@ class MemoryNetwork(nn.Module):
         step = self._eager_step if self.debug else self._step()
         if trace is not None:
             kwargs["trace"] = trace
-        ys, state = run(step, params, state, xs, lengths, **kwargs)
+        # The debug trace records states as they are computed, so it cannot be recomputed in segments.
+        every = None if self.debug else self.checkpoint_every
+        ys, state = run(step, params, state, xs, lengths, every, **kwargs)
         if lengths is not None:
             output: Tensor | PackedSequence = pack_padded_sequence(ys, lengths, enforce_sorted=False)
         else:
@@ -453,7 +457,9 @@ class DNC(MemoryNetwork):
     batch_first=True, dropout=0, bidirectional=False, nr_cells=5, read_heads=2, cell_size=10,
     nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True, debug=False,
     clip=20)``, plus keyword-only ``device`` / ``share_memory_between_layers`` (pytorch-dnc 2.0
-    spellings), ``output_size`` (default ``input_size``) and ``compile``.
+    spellings), ``output_size`` (default ``input_size``), ``compile`` and ``checkpoint_every``
+    (recompute segments of that many steps in backward instead of keeping every state: for large
+    ``nr_cells``, where the ``N x N`` link matrices dominate memory).
 
     >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
     >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
@@ -488,6 +494,7 @@ class DNC(MemoryNetwork):
         share_memory_between_layers: bool = _UNSET,
         output_size: int | None = None,
         compile: bool = False,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         super().__init__(
@@ -495,6 +502,7 @@ class DNC(MemoryNetwork):
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
+            checkpoint_every=checkpoint_every,
         )  # fmt: skip
 
 

@@ -150,3 +150,19 @@ def test_stacked_layer_sizes_are_checked():
         memfn.memory_cell([memfn.lstm(I + R * W, H), memfn.lstm(H, H)], mem, I)
     with pytest.raises(ValueError, match="one per layer"):
         memfn.memory_cell([memfn.lstm(I + R * W, H)] * 2, [mem] * 3, I)
+
+
+def test_checkpointed_run_equals_plain_run_in_values_and_gradients():
+    cell = _cell()
+    params = {k: v.requires_grad_() for k, v in cell.init_params(dtype=torch.float64).items()}
+    state = memfn.batch_state(cell.init_state(torch.float64), 3)
+    xs = torch.randn(7, 3, I, dtype=torch.float64)
+    step = memfn.batched_step(cell, use_vmap=False)
+    results = []
+    for every in (None, 3):
+        ys, final = memfn.run(step, params, state, xs, lengths=torch.tensor([7, 4, 6]), checkpoint_every=every)
+        grads = torch.autograd.grad(ys.square().sum() + final.memory.memory.sum(), list(params.values()))
+        results.append((ys, grads))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)

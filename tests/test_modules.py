@@ -864,3 +864,20 @@ def test_issue_examples_run_verbatim(fresh_device_warnings):
     debug_memory = namespace["debug_memory"]
     assert list(debug_memory) == list(KEYS)
     assert {k: v.shape for k, v in debug_memory.items()} == {k: (layers * time, v) for k, v in widths.items()}
+
+
+def test_checkpoint_every_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = DNC(input_size=5, hidden_size=12, nr_cells=6, cell_size=4, read_heads=2)
+    lean = DNC(input_size=5, hidden_size=12, nr_cells=6, cell_size=4, read_heads=2, checkpoint_every=3)
+    lean.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 8, 5)
+    grads = []
+    for model in (plain, lean):
+        out, _ = model(x)
+        out.square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
+        DNC(input_size=5, hidden_size=12, checkpoint_every=0)
