@@ -104,19 +104,24 @@ def link_matrix(prev_link: Tensor, prev_precedence: Tensor, write_weights_: Tens
     return _LinkUpdate.apply(prev_link, prev_precedence, write_weights_)
 
 
-def _off_diagonal(n: int, like: Tensor) -> Tensor:
-    # A cell cannot follow itself. A constant mask keeps the update out-of-place (vmap-safe).
+def _off_diagonal(like: Tensor) -> Tensor:
+    # A multiplicative mask rather than writing the diagonal: one unbatched N x N constant, which
+    # vmap, torch.compile (inductor) and autograd all take without special cases.
+    n = like.shape[-1]
     return 1.0 - torch.eye(n, dtype=like.dtype, device=like.device)
 
 
 class _LinkUpdate(torch.autograd.Function):
+    # In-place arithmetic on fresh tensors: at large N this update is bound by memory traffic,
+    # and every broadcast temporary is another N x N pass (autograd does not see these ops).
     generate_vmap_rule = True
 
     @staticmethod
     def forward(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
         w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
-        link = (1.0 - w_i - w_j) * prev_link + w_i * prev_precedence.unsqueeze(-2)
-        return link * _off_diagonal(link.shape[-1], link)
+        link = (1.0 - w_i - w_j).mul_(prev_link)  # the one new N x N tensor
+        link.add_(w_i * prev_precedence.unsqueeze(-2))
+        return link.mul_(_off_diagonal(link))  # a cell cannot follow itself
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -125,13 +130,13 @@ class _LinkUpdate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         prev_link, prev_precedence, w = ctx.saved_tensors
-        g = grad * _off_diagonal(grad.shape[-1], grad)
+        g = grad * _off_diagonal(grad)  # the diagonal of L_t is constant
         w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
-        d_prev_link = g * (1.0 - w_i - w_j)
+        d_prev_link = (1.0 - w_i - w_j).mul_(g)
         g_link = g * prev_link
         # dL[i,j]/dw[k]: -L_prev[k,j] + p[j] through w_i (i = k), -L_prev[i,k] through w_j (j = k).
-        d_w = (g * prev_precedence.unsqueeze(-2)).sum(-1) - g_link.sum(-1) - g_link.sum(-2)
-        d_precedence = (g * w_i).sum(-2)
+        d_w = (g @ prev_precedence.unsqueeze(-1)).squeeze(-1) - g_link.sum(-1) - g_link.sum(-2)
+        d_precedence = (w_j @ g).squeeze(-2)
         return d_prev_link, d_precedence, d_w
 
 
