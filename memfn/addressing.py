@@ -149,6 +149,37 @@ def directional_read_weights(link: Tensor, prev_read_weights: Tensor, forward: b
     return prev_read_weights @ (link.transpose(-1, -2) if forward else link)
 
 
+def forward_backward_read_weights(link: Tensor, prev_read_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Both directional weightings at once: ``(f, b)`` as :func:`directional_read_weights` gives them.
+
+    link ``[N, N]``, prev_read_weights ``[R, N]`` -> two ``[R, N]``. Same values; the backward is
+    fused: the link gradient of both reads is one ``[N, 2R] @ [2R, N]`` product instead of two
+    ``N x N`` products and their sum.
+    """
+    return _DirectionalReads.apply(link, prev_read_weights)
+
+
+class _DirectionalReads(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return w @ link.transpose(-1, -2), w @ link
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, d_forward: Tensor, d_backward: Tensor):  # type: ignore[override]
+        link, w = ctx.saved_tensors
+        # f = w L^T: dL += d_f^T w, dw += d_f L.   b = w L: dL += w^T d_b, dw += d_b L^T.
+        left = torch.cat([d_forward, w], dim=-2).transpose(-1, -2)  # [N, 2R]
+        right = torch.cat([w, d_backward], dim=-2)  # [2R, N]
+        d_w = d_forward @ link + d_backward @ link.transpose(-1, -2)
+        return left @ right, d_w
+
+
 def read_weights(
     read_content_weights: Tensor, forward_weights: Tensor, backward_weights: Tensor, read_modes: Tensor
 ) -> Tensor:

@@ -78,8 +78,7 @@ def read(state: DNCState, read_keys: Tensor, read_strengths: Tensor, read_modes:
     """
     link = state.link_matrix[..., 0, :, :]
     cr = A.content_weights(state.memory, read_keys, read_strengths)
-    fwd = A.directional_read_weights(link, state.read_weights, forward=True)
-    bwd = A.directional_read_weights(link, state.read_weights, forward=False)
+    fwd, bwd = A.forward_backward_read_weights(link, state.read_weights)
     rw = A.read_weights(cr, fwd, bwd, read_modes)
     return A.read_vectors(state.memory, rw), state._replace(read_weights=rw)
 

@@ -111,6 +111,16 @@ def test_gradcheck_linkage():
     assert torch.autograd.gradcheck(A.precedence, inputs[1:])
 
 
+def test_fused_directional_reads_equal_the_separate_ones_with_gradients():
+    g = torch.Generator().manual_seed(2)
+    link = (torch.rand(2, 6, 6, generator=g, dtype=torch.float64) / 6).requires_grad_()
+    w = torch.softmax(torch.randn(2, 3, 6, generator=g, dtype=torch.float64), -1).requires_grad_()
+    f, b = A.forward_backward_read_weights(link, w)
+    torch.testing.assert_close(f, A.directional_read_weights(link, w, forward=True))
+    torch.testing.assert_close(b, A.directional_read_weights(link, w, forward=False))
+    assert torch.autograd.gradcheck(A.forward_backward_read_weights, (link, w))
+
+
 @given(dense_cases(max_steps=4))
 def test_gradcheck_whole_step(case):
     mem, state, xi = case

@@ -71,6 +71,10 @@ CASES: dict[str, tuple[Callable, Callable]] = {
         functools.partial(A.directional_read_weights, forward=False),
         lambda: (torch.rand(N, N) / N, _dist(R, N)),
     ),
+    "forward_backward_read_weights": (
+        A.forward_backward_read_weights,
+        lambda: (torch.rand(N, N) / N, _dist(R, N)),
+    ),
     "read_weights": (A.read_weights, lambda: (_dist(R, N), _dist(R, N), _dist(R, N), _dist(R, 3))),
     "read_vectors": (A.read_vectors, lambda: (torch.randn(N, W), _dist(R, N))),
     "split_dnc_interface": (
