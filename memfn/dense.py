@@ -48,19 +48,22 @@ class DNCState(NamedTuple):
 def write(state: DNCState, io: DNCInterface) -> DNCState:
     """The write half of a step: usage, allocation, write weights, erase/add, links, precedence.
 
+    The write-head axis is dropped with ``squeeze`` rather than indexing: the backward of an index
+    allocates a zero tensor of the full shape and copies into it (an N x N pass for the links).
+
     Where to write is decided from the previous step's read and write weights (in ``state``).
     Returns the state with ``memory``, ``usage_vector``, ``write_weights``, ``link_matrix`` and
     ``precedence`` updated; ``read_weights`` still hold the previous step's.
     """
     psi = A.retention(io.free_gates, state.read_weights)
-    u = A.usage(state.usage_vector, state.write_weights[..., 0, :], psi)
+    u = A.usage(state.usage_vector, state.write_weights.squeeze(-2), psi)
     alloc = A.allocation_weights(u)
-    cw = A.content_weights(state.memory, io.write_key, io.write_strength)[..., 0, :]
+    cw = A.content_weights(state.memory, io.write_key, io.write_strength).squeeze(-2)
     ww = A.write_weights(cw, alloc, io.write_gate, io.allocation_gate)  # [N]
     memory = A.updated_memory(state.memory, ww, io.erase_vector, io.write_vector)
     # Links use the precedence from *before* this write.
-    link = A.link_matrix(state.link_matrix[..., 0, :, :], state.precedence[..., 0, :], ww)
-    prec = A.precedence(state.precedence[..., 0, :], ww)
+    link = A.link_matrix(state.link_matrix.squeeze(-3), state.precedence.squeeze(-2), ww)
+    prec = A.precedence(state.precedence.squeeze(-2), ww)
     return state._replace(
         memory=memory,
         link_matrix=link.unsqueeze(-3),
@@ -76,7 +79,7 @@ def read(state: DNCState, read_keys: Tensor, read_strengths: Tensor, read_modes:
     read_keys ``[R, W]``, read_strengths ``[R]``, read_modes ``[R, 3]`` (backward, forward,
     content) -> (read vectors ``[R, W]``, state with the new ``read_weights``).
     """
-    link = state.link_matrix[..., 0, :, :]
+    link = state.link_matrix.squeeze(-3)
     cr = A.content_weights(state.memory, read_keys, read_strengths)
     fwd, bwd = A.forward_backward_read_weights(link, state.read_weights)
     rw = A.read_weights(cr, fwd, bwd, read_modes)
