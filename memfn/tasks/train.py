@@ -336,6 +336,8 @@ def train(args: argparse.Namespace) -> dict:
         log.line(f"trained {it - start + 1} iterations in {seconds:.1f} s")
     log.close()
     if world > 1:
+        # Rank 0 evaluates alone; tearing down gloo while it still talks to its peers aborts them.
+        dist.barrier()
         dist.destroy_process_group()
     return results
 
