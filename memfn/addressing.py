@@ -97,31 +97,81 @@ def link_matrix(prev_link: Tensor, prev_precedence: Tensor, write_weights_: Tens
     prev_link ``[N, N]``, prev_precedence ``[N]``, write_weights_ ``[N]`` -> ``[N, N]`` in
     ``[0, 1]``; ``L[i, j]`` is the degree to which cell ``i`` was written right after cell ``j``.
 
-    The link matrix is the one ``N x N`` quantity of the DNC, so its backward is written by hand:
-    autograd would keep ``(1 - w_i - w_j)`` and the masked product, two more ``N x N`` tensors per
-    step; this keeps only ``prev_link``, which is the previous step's output (stored anyway).
+    The link matrix is the one ``N x N`` quantity of the DNC, so it is a custom operator with a
+    hand-written backward: autograd would keep ``(1 - w_i - w_j)`` and the masked product, two more
+    ``N x N`` tensors per step, and this keeps only ``prev_link``, the previous step's output (kept
+    anyway). Being opaque to ``torch.compile``, it also keeps inductor from regenerating that
+    backward as a strided scalar loop, which was slower than these few large kernels.
     """
+    if torch.compiler.is_compiling():
+        return _link_op(prev_link, prev_precedence, write_weights_)
+    # Eager: an autograd.Function, which (unlike a custom op) torch.func.grad/vjp can see through.
     return _LinkUpdate.apply(prev_link, prev_precedence, write_weights_)
 
 
 def _off_diagonal(like: Tensor) -> Tensor:
-    # A multiplicative mask rather than writing the diagonal: one unbatched N x N constant, which
-    # vmap, torch.compile (inductor) and autograd all take without special cases.
+    # A multiplicative mask rather than writing the diagonal: one unbatched N x N constant.
     n = like.shape[-1]
     return 1.0 - torch.eye(n, dtype=like.dtype, device=like.device)
 
 
+def _batch_first(info, in_dims, *args: Tensor) -> tuple[Tensor, ...]:
+    """vmap rule helper: these ops broadcast over leading axes, so move (or add) the batch axis first."""
+    return tuple(
+        a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape) for a, d in zip(args, in_dims)
+    )
+
+
+@torch.library.custom_op("memfn::link_matrix", mutates_args=())
+def _link_op(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
+    return _link_kernel(prev_link, prev_precedence, w)
+
+
+def _link_kernel(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
+    # In-place arithmetic on the one new tensor: at large N this is bound by memory traffic.
+    w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
+    link = (1.0 - w_i - w_j).mul_(prev_link)
+    link.add_(w_i * prev_precedence.unsqueeze(-2))
+    return link.mul_(_off_diagonal(link))  # a cell cannot follow itself
+
+
+@_link_op.register_fake
+def _(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
+    shape = torch.broadcast_shapes(prev_link.shape, w.unsqueeze(-1).shape, prev_precedence.unsqueeze(-2).shape)
+    return prev_link.new_empty(shape)
+
+
+@torch.library.custom_op("memfn::link_matrix_backward", mutates_args=())
+def _link_backward_op(
+    grad: Tensor, prev_link: Tensor, prev_precedence: Tensor, w: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _link_backward_kernel(grad, prev_link, prev_precedence, w)
+
+
+def _link_backward_kernel(
+    grad: Tensor, prev_link: Tensor, prev_precedence: Tensor, w: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    g = grad * _off_diagonal(grad)  # the diagonal of L_t is constant
+    w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
+    d_prev_link = (1.0 - w_i - w_j).mul_(g)
+    g_link = g * prev_link
+    # dL[i,j]/dw[k]: -L_prev[k,j] + p[j] through w_i (i = k), -L_prev[i,k] through w_j (j = k).
+    d_w = (g @ prev_precedence.unsqueeze(-1)).squeeze(-1) - g_link.sum(-1) - g_link.sum(-2)
+    d_precedence = (w_j @ g).squeeze(-2)
+    return d_prev_link, d_precedence, d_w
+
+
+@_link_backward_op.register_fake
+def _(grad: Tensor, prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.empty_like(grad), grad.new_empty(grad.shape[:-1]), grad.new_empty(grad.shape[:-1])
+
+
 class _LinkUpdate(torch.autograd.Function):
-    # In-place arithmetic on fresh tensors: at large N this update is bound by memory traffic,
-    # and every broadcast temporary is another N x N pass (autograd does not see these ops).
     generate_vmap_rule = True
 
     @staticmethod
     def forward(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
-        w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
-        link = (1.0 - w_i - w_j).mul_(prev_link)  # the one new N x N tensor
-        link.add_(w_i * prev_precedence.unsqueeze(-2))
-        return link.mul_(_off_diagonal(link))  # a cell cannot follow itself
+        return _link_kernel(prev_link, prev_precedence, w)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -129,15 +179,22 @@ class _LinkUpdate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        prev_link, prev_precedence, w = ctx.saved_tensors
-        g = grad * _off_diagonal(grad)  # the diagonal of L_t is constant
-        w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
-        d_prev_link = (1.0 - w_i - w_j).mul_(g)
-        g_link = g * prev_link
-        # dL[i,j]/dw[k]: -L_prev[k,j] + p[j] through w_i (i = k), -L_prev[i,k] through w_j (j = k).
-        d_w = (g @ prev_precedence.unsqueeze(-1)).squeeze(-1) - g_link.sum(-1) - g_link.sum(-2)
-        d_precedence = (w_j @ g).squeeze(-2)
-        return d_prev_link, d_precedence, d_w
+        return _link_backward_kernel(grad, *ctx.saved_tensors)
+
+
+def _link_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _link_backward(ctx, grad: Tensor):
+    return _link_backward_op(grad, *ctx.saved_tensors)
+
+
+_link_op.register_autograd(_link_backward, setup_context=_link_setup_context)
+torch.library.register_vmap(_link_op, lambda info, in_dims, *a: (_link_op(*_batch_first(info, in_dims, *a)), 0))
+torch.library.register_vmap(
+    _link_backward_op, lambda info, in_dims, *a: (_link_backward_op(*_batch_first(info, in_dims, *a)), (0, 0, 0))
+)
 
 
 def directional_read_weights(link: Tensor, prev_read_weights: Tensor, forward: bool) -> Tensor:
@@ -154,9 +211,45 @@ def forward_backward_read_weights(link: Tensor, prev_read_weights: Tensor) -> tu
 
     link ``[N, N]``, prev_read_weights ``[R, N]`` -> two ``[R, N]``. Same values; the backward is
     fused: the link gradient of both reads is one ``[N, 2R] @ [2R, N]`` product instead of two
-    ``N x N`` products and their sum.
+    ``N x N`` products and their sum (a custom operator, like :func:`link_matrix`).
     """
+    if torch.compiler.is_compiling():
+        return _reads_op(link, prev_read_weights)
     return _DirectionalReads.apply(link, prev_read_weights)
+
+
+@torch.library.custom_op("memfn::forward_backward_read_weights", mutates_args=())
+def _reads_op(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    return _reads_kernel(link, w)
+
+
+def _reads_kernel(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    return w @ link.transpose(-1, -2), w @ link
+
+
+@_reads_op.register_fake
+def _(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    shape = torch.broadcast_shapes(link.shape[:-2], w.shape[:-2]) + w.shape[-2:]
+    return w.new_empty(shape), w.new_empty(shape)
+
+
+@torch.library.custom_op("memfn::forward_backward_read_weights_backward", mutates_args=())
+def _reads_backward_op(d_forward: Tensor, d_backward: Tensor, link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    return _reads_backward_kernel(d_forward, d_backward, link, w)
+
+
+def _reads_backward_kernel(d_forward: Tensor, d_backward: Tensor, link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    # f = w L^T: dL += d_f^T w, dw += d_f L.   b = w L: dL += w^T d_b, dw += d_b L^T.
+    left = torch.cat([d_forward, w], dim=-2).transpose(-1, -2)  # [N, 2R]
+    right = torch.cat([w, d_backward], dim=-2)  # [2R, N]
+    d_w = d_forward @ link + d_backward @ link.transpose(-1, -2)
+    return left @ right, d_w
+
+
+@_reads_backward_op.register_fake
+def _(d_forward: Tensor, d_backward: Tensor, link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    n = link.shape[-1]
+    return link.new_empty(*d_forward.shape[:-2], n, n), torch.empty_like(d_forward)
 
 
 class _DirectionalReads(torch.autograd.Function):
@@ -164,7 +257,7 @@ class _DirectionalReads(torch.autograd.Function):
 
     @staticmethod
     def forward(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        return w @ link.transpose(-1, -2), w @ link
+        return _reads_kernel(link, w)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -172,12 +265,25 @@ class _DirectionalReads(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_forward: Tensor, d_backward: Tensor):  # type: ignore[override]
-        link, w = ctx.saved_tensors
-        # f = w L^T: dL += d_f^T w, dw += d_f L.   b = w L: dL += w^T d_b, dw += d_b L^T.
-        left = torch.cat([d_forward, w], dim=-2).transpose(-1, -2)  # [N, 2R]
-        right = torch.cat([w, d_backward], dim=-2)  # [2R, N]
-        d_w = d_forward @ link + d_backward @ link.transpose(-1, -2)
-        return left @ right, d_w
+        return _reads_backward_kernel(d_forward, d_backward, *ctx.saved_tensors)
+
+
+def _reads_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _reads_backward(ctx, d_forward: Tensor, d_backward: Tensor):
+    link, w = ctx.saved_tensors
+    d_forward = torch.zeros_like(w) if d_forward is None else d_forward
+    d_backward = torch.zeros_like(w) if d_backward is None else d_backward
+    return _reads_backward_op(d_forward, d_backward, link, w)
+
+
+_reads_op.register_autograd(_reads_backward, setup_context=_reads_setup_context)
+torch.library.register_vmap(_reads_op, lambda info, in_dims, *a: (_reads_op(*_batch_first(info, in_dims, *a)), (0, 0)))
+torch.library.register_vmap(
+    _reads_backward_op, lambda info, in_dims, *a: (_reads_backward_op(*_batch_first(info, in_dims, *a)), (0, 0))
+)
 
 
 def read_weights(

@@ -207,3 +207,14 @@ def test_backward_keeps_only_the_link_matrices_themselves():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         _, new = mem.step(state, xi)
     assert set(saved) == {state.link_matrix.data_ptr(), new.link_matrix.data_ptr()}
+
+
+def test_custom_operators_pass_opcheck():
+    # Schema, fake (meta) kernels, autograd registration and the vmap rule agree with the kernels.
+    g = torch.Generator().manual_seed(3)
+    link = (torch.rand(2, 5, 5, generator=g, dtype=torch.float64) / 5).requires_grad_()
+    p = torch.softmax(torch.randn(2, 5, generator=g, dtype=torch.float64), -1).requires_grad_()
+    w = (0.5 * torch.softmax(torch.randn(2, 5, generator=g, dtype=torch.float64), -1)).requires_grad_()
+    r = torch.softmax(torch.randn(2, 3, 5, generator=g, dtype=torch.float64), -1).requires_grad_()
+    torch.library.opcheck(torch.ops.memfn.link_matrix, (link, p, w))
+    torch.library.opcheck(torch.ops.memfn.forward_backward_read_weights, (link, r))
