@@ -297,7 +297,7 @@ def train(args: argparse.Namespace) -> dict:
         length = int(torch.randint(1, max_length + 1, (1,), generator=data_gen))
         batch = task.sample(args.batch_size, length, data_gen)
         output, _ = ddp(batch.inputs.to(device), None, reset_experience=True)
-        loss = task.loss(output, batch.__class__(batch.inputs, batch.targets.to(device), batch.length))
+        loss = task.loss(output, batch._replace(targets=batch.targets.to(device)))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), args.clip)
