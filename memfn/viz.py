@@ -22,10 +22,11 @@ def _pyplot():
 
 def plot_memory(debug: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """Heatmaps from a ``debug=True`` dictionary (rows are steps): usage, read and write weights
-    over time, and the final link matrix. Returns the PNG path written."""
+    over time, and the final link matrix (dense DNC). Returns the PNG path written."""
     plt = _pyplot()
-    panels = [k for k in ("usage_vector", "write_weights", "read_weights") if k in debug]
-    has_link = "link_matrix" in debug
+    panels = [k for k in ("usage_vector", "usage", "write_weights", "read_weights") if k in debug]
+    # The dense DNC's N x N links; the SDNC's sparse [N, L] rows are not a square picture.
+    has_link = "link_matrix" in debug and "rev_link_matrix" not in debug
     fig, axes = plt.subplots(1, len(panels) + has_link, figsize=(4 * (len(panels) + has_link), 3.6))
     axes = np.atleast_1d(axes)
     for ax, key in zip(axes, panels):
