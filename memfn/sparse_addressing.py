@@ -25,27 +25,48 @@ def gather_rows(memory: Tensor, positions: Tensor) -> Tensor:
     return torch.gather(memory, -2, index).reshape(*positions.shape, memory.shape[-1])
 
 
+# Repeated positions are resolved by sorting (O(P log P)) rather than comparing every pair of slots
+# (O(P^2)): the SDNC's link updates coalesce hundreds of candidate slots per step.
+
+
+def _sorted(positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(order, sorted positions, first)``: a stable sort, and whether each sorted slot starts a run."""
+    sorted_positions, order = torch.sort(positions, dim=-1, stable=True)
+    first = torch.ones_like(sorted_positions, dtype=torch.bool)
+    first = torch.cat([first[..., :1], sorted_positions[..., 1:] != sorted_positions[..., :-1]], -1)
+    return order, sorted_positions, first
+
+
 def repeated_positions(positions: Tensor) -> Tensor:
     """``[..., P]`` -> bool ``[..., P]``: true where an earlier slot holds the same position."""
-    p = positions.shape[-1]
-    earlier = torch.ones(p, p, dtype=torch.bool, device=positions.device).tril(-1)
-    return ((positions.unsqueeze(-1) == positions.unsqueeze(-2)) & earlier).any(-1)
+    order, _, first = _sorted(positions)
+    # The stable sort keeps equal positions in slot order, so a run's first element is its earliest slot.
+    return torch.zeros_like(first).scatter(-1, order, ~first)
 
 
 def weights_at(query: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
     """The dense value of the sparse weighting at each query position.
 
-    query ``[..., Q]``, positions/weights ``[..., P]`` -> ``[..., Q]``: ``sum_p weights[p] [positions[p] == q]``.
-    A ``Q x P`` comparison: cheap for the few slots a sparse step touches, and no ``N``-sized buffer.
+    query ``[..., Q]``, positions/weights ``[..., P]`` -> ``[..., Q]``: ``sum_p weights[p] [positions[p] == q]``,
+    from a sort of the positions and two binary searches per query: no ``N``-sized buffer.
     """
-    same = (query.unsqueeze(-1) == positions.unsqueeze(-2)).to(weights.dtype)
-    return (same * weights.unsqueeze(-2)).sum(-1)
+    order, sorted_positions, _ = _sorted(positions)
+    cumulative = torch.cumsum(weights.gather(-1, order), -1)
+    cumulative = torch.cat([torch.zeros_like(cumulative[..., :1]), cumulative], -1)
+    lo = torch.searchsorted(sorted_positions, query, side="left")
+    hi = torch.searchsorted(sorted_positions, query, side="right")
+    return torch.where(
+        hi > lo, cumulative.gather(-1, hi) - cumulative.gather(-1, lo), torch.zeros_like(query, dtype=weights.dtype)
+    )
 
 
 def coalesced(positions: Tensor, weights: Tensor) -> Tensor:
     """Weights with every position's total on its first slot and 0 on its repeats (same dense weighting)."""
-    total = weights_at(positions, positions, weights)
-    return torch.where(repeated_positions(positions), torch.zeros_like(total), total)
+    order, _, first = _sorted(positions)
+    run = torch.cumsum(first.to(torch.long), -1) - 1  # run index of each sorted slot
+    totals = torch.zeros_like(weights).scatter_add(-1, run, weights.gather(-1, order))
+    sorted_result = torch.where(first, totals.gather(-1, run), torch.zeros_like(totals))
+    return torch.zeros_like(weights).scatter(-1, order, sorted_result)
 
 
 def top_slots(positions: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor]:
