@@ -87,9 +87,9 @@ def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor, positi
     position (possible with approximate search) gets weight 0, so no cell is counted twice.
     With ``K = N`` this is the dense content weighting, permuted.
     """
-    scores = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2)  # [R, K]
-    scores = scores.masked_fill(repeated_positions(positions), float("-inf"))
-    return torch.softmax(scores * strengths.unsqueeze(-1), dim=-1)
+    scores = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2) * strengths.unsqueeze(-1)  # [R, K]
+    # Mask after scaling: masking first would put -inf into the strength's gradient (-inf * 0 = NaN).
+    return torch.softmax(scores.masked_fill(repeated_positions(positions), float("-inf")), dim=-1)
 
 
 def least_recently_used(last_access: Tensor) -> Tensor:

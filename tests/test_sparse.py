@@ -135,6 +135,19 @@ def test_read_strength_sharpens_the_read():
     assert sharp.max() > soft.max() and sharp[0, 0] == sharp.max()
 
 
+def test_repeated_candidates_get_no_weight_and_finite_gradients():
+    # Approximate search can return a cell twice (faiss fills missing hits with the best one).
+    memory = torch.randn(10, 4, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    strengths = torch.tensor([2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    positions = torch.tensor([[3, 3, 5, 3], [1, 2, 1, 1]])
+    weights = S.sparse_content_weights(S.gather_rows(memory, positions), keys, strengths, positions)
+    assert (weights[0, 1] == 0) & (weights[0, 3] == 0) & (weights[1, 2:] == 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, dtype=torch.float64))
+    grads = torch.autograd.grad(weights[:, 0].sum(), (memory, keys, strengths))
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
 def test_heads_read_independently():
     # pytorch-dnc multiplied per-head weights across heads; changing one head's key must not move another's.
     mem = sam(nr_cells=12, cell_size=4, read_heads=2, sparse_reads=3)

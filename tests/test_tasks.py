@@ -162,6 +162,7 @@ SPARSE_COMMANDS = {
     "copy": "-cuda 0 -lr 0.001 -rnn_type lstm -memory_type sdnc -nlayer 1 -nhlayer 2 -dropout 0 -mem_slot 100 "
     "-mem_size 10 -read_heads 1 -sparse_reads 4 -temporal_reads 4 -batch_size 20 -optim adam -sequence_max_length 4 "
     "-curriculum_increment 2 -curriculum_freq 10000",
+    "argmax": "-memory_type sam -mem_slot 500 -read_heads 2 --knn faiss --index ivf",  # ours: the faiss index
     "adding": "-cuda 0 -lr 0.0001 -rnn_type lstm -memory_type sam -nlayer 1 -nhlayer 1 -nhid 100 -dropout 0 "
     "-mem_slot 1000 -mem_size 32 -read_heads 1 -sparse_reads 4 -batch_size 20 -optim rmsprop -input_size 3 "
     "-sequence_max_length 100",

@@ -27,7 +27,7 @@ from memfn.tasks.definitions import TASKS, Task
 #: Options that decide the model's shape: a checkpoint is only compatible if they match.
 MODEL_OPTIONS = (
     "task", "input_size", "rnn_type", "nhid", "memory_type", "nlayer", "nhlayer", "mem_size", "mem_slot",
-    "read_heads", "sparse_reads", "temporal_reads", "output_size",
+    "read_heads", "sparse_reads", "temporal_reads", "output_size", "knn", "index",
 )  # fmt: skip
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -76,6 +76,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     # Ours.
     opt("seed", type=int, default=0, help="random seed (data, initialisation, dropout)")
     opt("compile", action="store_true", help="run the compiled step (torch.compile)")
+    opt("knn", default="exact", choices=["exact", "faiss"], help="nearest cells for sam/sdnc: exact top-k or faiss")
+    opt("index", default="ivf", choices=["flat", "ivf", "hnsw"], help="faiss index (with --knn faiss)")
     opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
     opt("resume", default=None, help="resume from a checkpoint file or directory")
     opt("plot-dir", default="plots", help="save PNG plots here ('' to disable)")
@@ -112,10 +114,12 @@ def build_model(args: argparse.Namespace) -> nn.Module:
         read_heads=args.read_heads, gpu_id=args.cuda, batch_first=True, output_size=args.output_size,
         compile=args.compile,
     )  # fmt: skip
+    # getattr: checkpoints written before these options existed rebuild with the defaults.
+    search = {"knn": "faiss", "index": args.index} if getattr(args, "knn", "exact") == "faiss" else {}
     if args.memory_type == "sam":
-        return SAM(**common, sparse_reads=args.sparse_reads)
+        return SAM(**common, sparse_reads=args.sparse_reads, **search)
     if args.memory_type == "sdnc":
-        return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads)
+        return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads, **search)
     return DNC(**common)
 
 

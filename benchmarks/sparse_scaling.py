@@ -1,0 +1,171 @@
+"""SAM and SDNC at up to a million cells: per-step time and backprop memory against N (issue 5).
+
+    python benchmarks/sparse_scaling.py                       # SAM 1,024 .. 1,048,576 cells, SDNC and DNC
+    python benchmarks/sparse_scaling.py --cells 1024 65536 --models sam --json out.json
+
+Config (issue 5): batch 8, cell_size 32, 4 read heads, 4 sparse reads (SDNC: 4 temporal reads),
+one LSTM layer of 100 units, input 8, T=100, forward+backward of ``output.square().mean()``; the
+shells' fast path (in-place rows, sparse backward) with the maintained faiss IVF index
+(``knn="faiss", index="ivf"``), or ``--knn exact`` for the O(N) oracle.
+
+Each (model, N) runs in a fresh child process. Per child: build the module and the input, one
+warm-up call, then the median over ``--repeats`` of two measurements:
+
+- *fresh*: forward from a zero memory (``hx=None``) + backward, divided by T;
+- *carried*: the hidden state carried from call to call (detached), so the memory keeps filling
+  and the index is reused, as in training on one long stream.
+
+"peak MB" is the child's peak RSS (``ru_maxrss``) minus its RSS after importing and building the
+module, i.e. everything a forward+backward at that size needed. The target column is issue 5's
+bound, 2 x the memory matrix (8 x N x 32 float32) + 500 MB. The dense DNC runs only where its
+``T x B x N x N`` link matrices fit (``--dense-max-cells``); its time at larger N is not
+extrapolated here. Ratios are measured side by side in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+DEFAULT_CELLS = [1024, 4096, 16384, 65536, 262144, 1048576]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(spec: dict) -> dict:
+    import torch
+
+    import memfn
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    b, t, n = spec["batch"], spec["time"], spec["cells"]
+    common = dict(input_size=8, hidden_size=100, num_hidden_layers=1, nr_cells=n, cell_size=32, read_heads=4)
+    knn = {} if spec["knn"] == "exact" else {"knn": "faiss", "index": "ivf"}
+    if spec["model"] == "sam":
+        rnn = memfn.SAM(**common, sparse_reads=4, **knn)
+    elif spec["model"] == "sdnc":
+        rnn = memfn.SDNC(**common, sparse_reads=4, temporal_reads=4, **knn)
+    else:
+        rnn = memfn.DNC(**common)
+    x = torch.randn(b, t, 8)
+    base = _rss_mb()
+
+    def call(hidden=None):
+        out, hidden = rnn(x, hidden)
+        out.square().mean().backward()
+        return memfn.detach(hidden)
+
+    call()
+    fresh, carried, hidden = [], [], None
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        call()
+        fresh.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        hidden = call(hidden)
+        carried.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        **spec,
+        "fresh_ms": 1000 * statistics.median(fresh) / t,
+        "carried_ms": 1000 * statistics.median(carried) / t,
+        "peak_mb": peak - base,
+    }
+
+
+def run_child(spec: dict) -> dict | None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    proc = subprocess.run([sys.executable, str(HERE), "--_child", json.dumps(spec)], capture_output=True, text=True,
+                          env=env)  # fmt: skip
+    if proc.returncode != 0:
+        print(f"  {spec['model']} N={spec['cells']}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def dense_fits(cells: int, batch: int, steps: int) -> bool:
+    from memfn.memory import available_bytes
+
+    need = 1.5 * steps * batch * cells * cells * 4  # one N x N link kept per step (+ transients)
+    available = available_bytes()
+    return available is None or need < available
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cells", type=int, nargs="+", default=DEFAULT_CELLS)
+    p.add_argument("--models", nargs="+", default=["sam", "sdnc", "dnc"], choices=["sam", "sdnc", "dnc"])
+    p.add_argument("--sdnc-cells", type=int, nargs="+", default=[2048], help="N for SDNC (and the dense DNC)")
+    p.add_argument("--knn", default="faiss", choices=["faiss", "exact"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--time", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dense-max-cells", type=int, default=2048)
+    p.add_argument("--json", default=None)
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._child:
+        print(json.dumps(child(json.loads(args._child))))
+        return 0
+
+    base = {"batch": args.batch, "time": args.time, "repeats": args.repeats, "threads": args.threads}
+    plan = []
+    if "sam" in args.models:
+        plan += [{"model": "sam", "knn": args.knn, "cells": n} for n in args.cells]
+    if "sdnc" in args.models:
+        plan += [{"model": "sdnc", "knn": args.knn, "cells": n} for n in args.sdnc_cells]
+    if "dnc" in args.models:
+        for n in sorted(set(args.sdnc_cells) | {min(args.cells)}):
+            if n <= args.dense_max_cells and dense_fits(n, args.batch, args.time):
+                plan.append({"model": "dnc", "knn": "-", "cells": n})
+            else:
+                print(f"  dnc N={n}: skipped, its link matrices would not fit in memory", file=sys.stderr)
+    results = []
+    for spec in plan:
+        print(f"running {spec['model']} N={spec['cells']} ...", file=sys.stderr, flush=True)
+        result = run_child({**base, **spec})
+        if result:
+            results.append(result)
+    dense = {r["cells"]: r for r in results if r["model"] == "dnc"}
+    smallest = {m: min((r for r in results if r["model"] == m), key=lambda r: r["cells"], default=None)
+                for m in ("sam", "sdnc")}  # fmt: skip
+    print(f"\nB={args.batch}, W=32, R=4, K=4, LSTM 100, T={args.time}, forward+backward, {args.threads} thread(s)\n")
+    print(
+        "| model | knn | N | fresh ms/step | carried ms/step | x time at smallest N | peak MB | target MB "
+        "| vs dense DNC: speed | vs dense DNC: memory |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        first = smallest.get(r["model"])
+        growth = f"{r['carried_ms'] / first['carried_ms']:.2f}" if first else "-"
+        target = 2 * args.batch * r["cells"] * 32 * 4 / 2**20 + 500
+        d = dense.get(r["cells"]) if r["model"] != "dnc" else None
+        speed = f"{d['fresh_ms'] / r['fresh_ms']:.0f}x" if d else "-"
+        memory = f"{d['peak_mb'] / max(r['peak_mb'], 1):.0f}x" if d else "-"
+        print(
+            f"| {r['model']} | {r['knn']} | {r['cells']:,} | {r['fresh_ms']:.2f} | {r['carried_ms']:.2f} | {growth} "
+            f"| {r['peak_mb']:.0f} | {target:.0f} | {speed} | {memory} |"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
