@@ -276,6 +276,7 @@ def sdnc(
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SDNCState:
         dtype = default_dtype(dtype)
         base = initial_sparse_state(n, w, r, 2 * links + k, dtype, device)
+
         def empty(dtype):  # empty link slots: value 0 (their cell does not matter)
             return zeros(n, links, dtype=dtype, device=device)
 
