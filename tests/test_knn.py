@@ -3,6 +3,7 @@ list equals it, approximate indexes are close; the faiss op vmaps, compiles and 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,3 +114,44 @@ def test_faiss_gpu_search_runs_on_the_tensor_device():
     config = knn_config(300, "faiss")
     on_gpu = nearest_cells(memory.to(device), keys.to(device), 5, config)
     assert on_gpu.device == device and (on_gpu.cpu() == nearest_cells(memory, keys, 5)).all()
+
+
+# -- the maintained index (fast path) -------------------------------------------------------------
+
+
+def test_maintained_index_probing_every_list_follows_exact_search_step_by_step():
+    from memfn.sparse_fast import SparseEngine
+
+    n, b = 300, 2
+    exact_mem = memfn.sam(n, 8, 2, 4)
+    faiss_mem = memfn.sam(n, 8, 2, 4, knn="faiss", index="ivf", num_lists=3, index_checks=3)
+    start = memfn.batch_state(exact_mem.init(), b)
+    start = start._replace(memory=torch.randn(b, n, 8))  # every row written: all of them are indexed
+    exact = SparseEngine(exact_mem.config, memfn.clone(start))
+    approx = SparseEngine(faiss_mem.config, memfn.clone(start))
+    se, sa = exact.initial_state(), approx.initial_state()
+    with torch.no_grad():
+        for _ in range(40):  # long enough for the quantiser to be retrained on rewritten rows
+            xi = torch.randn(b, exact_mem.interface_size) * 2
+            re, se = exact.step(se, xi)
+            ra, sa = approx.step(sa, xi)
+            assert (se.read_positions == sa.read_positions).all()
+            torch.testing.assert_close(ra, re)
+    assert all(index.count == n for index in approx.indexes)
+
+
+def test_maintained_index_drops_zero_rows_and_retrains_as_it_grows():
+    from memfn.ann_index import MaintainedIndex
+
+    index = MaintainedIndex(nr_cells=1000, cell_size=4, num_lists=16, index_checks=16)
+    rows = np.random.default_rng(0).standard_normal((1000, 4)).astype("float32")
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    index.rebuild(rows[:0], np.arange(0))
+    for start in range(0, 1000, 50):
+        ids = np.arange(start, start + 50)
+        index.update(ids, rows[ids], lambda end=start + 50: (rows[:end], np.arange(end)))
+    assert index.count == 1000 and index.rebuilds > 3 and index.index.nlist > 1
+    index.update(np.array([5, 7]), np.zeros((2, 4), dtype="float32"), lambda: None)  # erased rows leave
+    assert index.count == 998 and not index.present[[5, 7]].any()
+    hits = index.search(rows[[5, 9]], 3)
+    assert 5 not in hits and hits[1, 0] == 9
