@@ -1,10 +1,12 @@
 """memfn: functional Differentiable Neural Computers on ``torch.func``.
 
 The pure core (unbatched, immutable state pytrees; batch with ``vmap``, compile with
-``torch.compile``) and the building blocks it is made of.
+``torch.compile``) and the building blocks it is made of: the dense DNC memory (``dnc``), the
+sparse ones (``sam``, ``sdnc``), controllers, the cell and runner, and the ``nn.Module`` shells
+``DNC``, ``SAM`` and ``SDNC`` (drop-ins for pytorch-dnc).
 """
 
-from memfn import addressing, numerics
+from memfn import addressing, knn, numerics, sparse_addressing
 from memfn.addressing import (
     allocation_weights,
     content_weights,
@@ -26,11 +28,22 @@ from memfn.interface import DNCInterface, dnc_interface_size, split_dnc_interfac
 from memfn.memory import Memory
 from memfn.modules import DNC, MemoryNetwork, MemoryView, detach
 from memfn.numerics import cosine_similarity, exclusive_cumprod, oneplus, weighted_softmax
+from memfn.sparse import SAMState, sam
+from memfn.sparse_modules import SAM, SDNC
+from memfn.sparse_temporal import SDNCState, sdnc
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DNC",
+    "SAM",
+    "SAMState",
+    "SDNC",
+    "SDNCState",
+    "knn",
+    "sam",
+    "sdnc",
+    "sparse_addressing",
     "MemoryNetwork",
     "MemoryView",
     "detach",

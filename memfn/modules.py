@@ -113,6 +113,8 @@ class MemoryNetwork(nn.Module):
 
     #: Keys of the ``debug=True`` dictionary, in order, taken from the memory state.
     debug_keys: tuple[str, ...] = ()
+    #: The class of ``self.memories[i]``.
+    memory_view: type = None  # type: ignore[assignment]  # set below, once MemoryView exists
 
     def __init__(
         self,
@@ -205,7 +207,7 @@ class MemoryNetwork(nn.Module):
         else:
             self.interfaces = nn.ModuleList(nn.Linear(self.hidden_size, interface_size) for _ in range(self.num_layers))
         self.output = nn.Linear(self.hidden_size + read_size, self.output_size)
-        self.memories = [MemoryView(self, layer) for layer in range(len(mems))]
+        self.memories = [self.memory_view(self, layer) for layer in range(len(mems))]
         self.to(resolve_device(gpu_id, device))
 
     # -- parameters and steps ------------------------------------------------------------------
@@ -356,7 +358,10 @@ class MemoryNetwork(nn.Module):
             # Every state after the first carries autograd history; a fresh (or detached) first
             # state would not, and the compiled step guards on requires_grad: it would compile a
             # second graph, forward and backward, for step 0 alone. Leaves that require grad avoid it.
-            state = optree.tree_map(lambda t: t if t.requires_grad else t.detach().requires_grad_(), state)
+            # (Integer leaves, the sparse memories' positions and stamps, cannot require grad.)
+            state = optree.tree_map(
+                lambda t: t if t.requires_grad or not t.is_floating_point() else t.detach().requires_grad_(), state
+            )
         params = self.step_params()
         kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
         trace: list | None = [] if self.debug else None
@@ -386,14 +391,19 @@ class MemoryNetwork(nn.Module):
             layers, end = self.num_layers, length * self.num_layers
             final = [trace[end - 1 if self.share_memory else end - layers + layer] for layer in range(layers)]
             trace = trace[:end] + [final[i % layers] for i in range(end, len(trace))]
-        return {key: np.stack([s[key][0].detach().cpu().reshape(-1).numpy() for s in trace]) for key in self.debug_keys}
+        views = [self.debug_view(optree.tree_map(lambda t: t[0].detach(), s)) for s in trace]
+        return {key: np.stack([v[key].cpu().reshape(-1).numpy() for v in views]) for key in self.debug_keys}
+
+    def debug_view(self, state: Any) -> dict[str, Tensor]:
+        """The ``debug_keys`` of one example's memory state (subclasses derive views, e.g. dense weights)."""
+        return {key: state[key] for key in self.debug_keys}
 
 
 class MemoryView:
     """``rnn.memories[i]``: a layer's memory with pytorch-dnc's ``Memory`` methods, on the pure core.
 
-    ``hidden`` is a :class:`~memfn.dense.DNCState` (or a dict with its keys) with a batch axis; the
-    methods return new states and never mutate the one given.
+    ``hidden`` is the layer's memory state (or a dict with its keys) with a batch axis; the methods
+    return new states and never mutate the one given.
     """
 
     def __init__(self, network: MemoryNetwork, index: int) -> None:
@@ -413,6 +423,21 @@ class MemoryView:
         if hidden is None or erase:
             return zero
         return optree.tree_map(torch.clone, self._network._memory_state("hidden", hidden, zero))
+
+    def __call__(self, xi: Tensor, hidden: Any):
+        """pytorch-dnc's ``Memory.forward``: controller output ``(B, H)`` -> ``(reads (B, R, W), state)``."""
+        net = self._network
+        params = net.step_params()
+        w, b = params[f"interfaces.{self.index}.weight"], params[f"interfaces.{self.index}.bias"]
+        state = self._state(hidden, xi.shape[0], xi)
+        return net.memory_config.step(state, torch.nn.functional.linear(xi, w, b))
+
+
+MemoryNetwork.memory_view = MemoryView
+
+
+class DenseMemoryView(MemoryView):
+    """A DNC layer's memory view: adds pytorch-dnc's ``Memory.write`` and ``Memory.read``."""
 
     def write(
         self,
@@ -441,14 +466,6 @@ class MemoryView:
         state = self._state(hidden, read_keys.shape[0], read_keys)
         return dense_read(state, read_keys, read_strengths, read_modes)
 
-    def __call__(self, xi: Tensor, hidden: Any):
-        """pytorch-dnc's ``Memory.forward``: controller output ``(B, H)`` -> ``(reads (B, R, W), state)``."""
-        net = self._network
-        params = net.step_params()
-        w, b = params[f"interfaces.{self.index}.weight"], params[f"interfaces.{self.index}.bias"]
-        state = self._state(hidden, xi.shape[0], xi)
-        return net.memory_config.step(state, torch.nn.functional.linear(xi, w, b))
-
 
 class DNC(MemoryNetwork):
     """A Differentiable Neural Computer with pytorch-dnc's constructor and forward contract.
@@ -468,6 +485,7 @@ class DNC(MemoryNetwork):
     """
 
     debug_keys = ("memory", "link_matrix", "precedence", "read_weights", "write_weights", "usage_vector")
+    memory_view = DenseMemoryView
 
     def __init__(
         self,
@@ -506,4 +524,4 @@ class DNC(MemoryNetwork):
         )  # fmt: skip
 
 
-__all__ = ["DNC", "DNCState", "MemoryNetwork", "MemoryView", "detach", "resolve_device"]
+__all__ = ["DNC", "DNCState", "DenseMemoryView", "MemoryNetwork", "MemoryView", "detach", "resolve_device"]

@@ -15,11 +15,12 @@ import numpy as np
 
 def memory_figure(debug: Mapping[str, np.ndarray], title: str = ""):
     """A ``matplotlib`` figure from a ``debug=True`` dictionary (rows are steps): heatmaps of usage,
-    read and write weights over time, and the final link matrix."""
+    read and write weights over time, and the final link matrix (dense DNC)."""
     from matplotlib.figure import Figure
 
-    panels = [k for k in ("usage_vector", "write_weights", "read_weights") if k in debug]
-    has_link = "link_matrix" in debug
+    panels = [k for k in ("usage_vector", "usage", "write_weights", "read_weights") if k in debug]
+    # The dense DNC's N x N links; the SDNC's sparse [N, L] rows are not a square picture.
+    has_link = "link_matrix" in debug and "rev_link_matrix" not in debug
     fig = Figure(figsize=(4 * (len(panels) + has_link), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(panels) + has_link))
     for ax, key in zip(axes, panels):

@@ -84,7 +84,7 @@ def test_short_run_logs_plots_and_checkpoints(tmp_path):
     assert (tmp_path / "p" / "training_curve.png").is_file()
     assert len(list((tmp_path / "p").glob("memory_iter*.png"))) == 3
     ckpt = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)
-    assert ckpt["iteration"] == 2 and {"model", "optimizer", "rng", "max_length"} <= set(ckpt)
+    assert ckpt["iteration"] == 3 and {"model", "optimizer", "rng", "max_length"} <= set(ckpt)  # the final model
 
 
 def test_interrupted_then_resumed_run_gives_the_same_losses(tmp_path):
@@ -121,6 +121,11 @@ def test_interrupted_then_resumed_run_gives_the_same_losses(tmp_path):
         (["-optim", "bar"], "invalid choice: 'bar'"),
         (["-mem_slot", "0"], "-mem_slot must be >= 1, got 0"),
         (["--resume", "/nonexistent/ckpt"], "--resume: no checkpoint at /nonexistent/ckpt"),
+        (["-memory_type", "sam", "-mem_slot", "8"], "-sparse_reads must be <= -mem_slot (8), got 10"),
+        (
+            ["-memory_type", "sdnc", "-sparse_reads", "4", "-temporal_reads", "9", "-mem_slot", "8"],
+            "-temporal_reads must be <= -mem_slot (8), got 9",
+        ),  # fmt: skip
     ],
 )
 def test_user_mistakes_give_one_error_line(argv, message):
@@ -150,6 +155,26 @@ def test_adding_and_argmax_run(task, metric):
     r = run_task(task, *SMALL, "-input_size", "5", "-sequence_max_length", "6", "-iterations", "2", "--plot-dir", "")
     assert r.returncode == 0, r.stderr
     assert {m.group(3) for m in LINE.finditer(r.stdout)} == {metric}
+
+
+# The sparse command lines, verbatim but for a few iterations (and no plots in the repo).
+SPARSE_COMMANDS = {
+    "copy": "-cuda 0 -lr 0.001 -rnn_type lstm -memory_type sdnc -nlayer 1 -nhlayer 2 -dropout 0 -mem_slot 100 "
+    "-mem_size 10 -read_heads 1 -sparse_reads 4 -temporal_reads 4 -batch_size 20 -optim adam -sequence_max_length 4 "
+    "-curriculum_increment 2 -curriculum_freq 10000",
+    "adding": "-cuda 0 -lr 0.0001 -rnn_type lstm -memory_type sam -nlayer 1 -nhlayer 1 -nhid 100 -dropout 0 "
+    "-mem_slot 1000 -mem_size 32 -read_heads 1 -sparse_reads 4 -batch_size 20 -optim rmsprop -input_size 3 "
+    "-sequence_max_length 100",
+}
+
+
+@pytest.mark.parametrize("task", sorted(SPARSE_COMMANDS))
+def test_sparse_memory_command_lines_run(task, tmp_path):
+    argv = SPARSE_COMMANDS[task].split() + ["-iterations", "2", "-summarize_freq", "1", "--quiet"]
+    r = run_task(task, *argv, "--plot-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert sorted(losses(r.stdout)) == [1, 2]
+    assert (tmp_path / "memory_iter0000002.png").exists() and (tmp_path / "checkpoint.pt").exists()
 
 
 def test_tensorboard_scalars_are_written(tmp_path):

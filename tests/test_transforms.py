@@ -13,6 +13,9 @@ import torch
 import memfn
 from memfn import addressing as A
 from memfn import numerics as NUM
+from memfn import sparse_addressing as S
+from memfn import sparse_temporal as ST
+from memfn.knn import knn_config, nearest_cells
 
 N, W, R, B = 7, 5, 3, 4
 
@@ -38,6 +41,17 @@ def _dnc_case():
     for _ in range(3):
         _, state = mem.step(state, torch.randn(mem.interface_size))
     return mem.step, lambda: (state, torch.randn(mem.interface_size))
+
+
+def _sparse_case(mem):
+    state = mem.init()
+    for _ in range(3):
+        _, state = mem.step(state, torch.randn(mem.interface_size))
+    return mem.step, lambda: (state._replace(memory=state.memory + torch.randn(N, W)), torch.randn(mem.interface_size))
+
+
+def _pos(*shape):
+    return torch.randint(0, N, shape)
 
 
 def _controller_case(kind):
@@ -82,6 +96,56 @@ CASES: dict[str, tuple[Callable, Callable]] = {
         lambda: (torch.randn(memfn.dnc_interface_size(R, W)),),
     ),
     "dnc.step": _dnc_case(),
+    "sam.step": _sparse_case(memfn.sam(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=3)),
+    "sdnc.step": _sparse_case(memfn.sdnc(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=2, temporal_reads=2)),
+    "nearest_cells": (functools.partial(nearest_cells, k=3), lambda: (torch.randn(N, W), torch.randn(R, W))),
+    "nearest_cells[faiss]": (
+        functools.partial(nearest_cells, k=3, config=knn_config(N, "faiss")),
+        lambda: (torch.randn(N, W), torch.randn(R, W)),
+    ),
+    "gather_rows": (S.gather_rows, lambda: (torch.randn(N, W), _pos(R, 3))),
+    "repeated_positions": (S.repeated_positions, lambda: (_pos(6),)),
+    "weights_at": (S.weights_at, lambda: (_pos(4), _pos(6), torch.rand(6))),
+    "coalesced": (S.coalesced, lambda: (_pos(6), torch.rand(6))),
+    "top_slots": (functools.partial(S.top_slots, k=3), lambda: (_pos(R, 6), torch.rand(R, 6))),
+    "sparse_content_weights": (
+        S.sparse_content_weights,
+        lambda: (torch.randn(R, 3, W), torch.randn(R, W), 1 + torch.rand(R), _pos(R, 3)),
+    ),
+    "least_recently_used": (S.least_recently_used, lambda: (_pos(N),)),
+    "sparse_write_weights": (
+        S.sparse_write_weights,
+        lambda: (_pos(R, 3), _dist(R, 3), _pos(), torch.rand(1), torch.rand(1)),
+    ),
+    "sparse_updated_memory": (
+        S.sparse_updated_memory,
+        lambda: (torch.randn(N, W), _pos(), _pos(4), torch.rand(4), torch.randn(W)),
+    ),
+    "sparse_read_vectors": (S.sparse_read_vectors, lambda: (torch.randn(R, 3, W), _dist(R, 3))),
+    "last_access": (S.last_access, lambda: (_pos(N), _pos() + N, _pos(6), torch.rand(6) / 50)),
+    "sparse_precedence": (
+        functools.partial(ST.sparse_precedence, keep=3),
+        lambda: (_pos(3), _dist(3), _pos(4), _dist(4)),
+    ),
+    "sparse_link_rows": (
+        ST.sparse_link_rows,
+        lambda: (
+            _pos(N, 2),
+            torch.rand(N, 2) / 2,
+            _pos(N, 2),
+            _pos(5),
+            _pos(2),
+            _dist(2),
+            _pos(3),
+            _dist(3),
+            _pos(4),
+            _dist(4),
+        ),  # fmt: skip
+    ),
+    "sparse_directional_read_weights": (
+        functools.partial(ST.sparse_directional_read_weights, keep=2),
+        lambda: (_pos(N, 2), torch.rand(N, 2) / 2, _pos(R, 3), _dist(R, 3)),
+    ),
     "lstm.step": _controller_case("lstm"),
     "gru.step": _controller_case("gru"),
     "rnn.step": _controller_case("rnn"),

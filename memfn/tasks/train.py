@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from memfn.modules import DNC
+from memfn.sparse_modules import SAM, SDNC
 from memfn.tasks.definitions import TASKS, Task
 
 #: Options that decide the model's shape: a checkpoint is only compatible if they match.
@@ -71,7 +72,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("cuda", type=int, default=-1, help="GPU id, -1 for CPU (falls back to CPU with a warning)")
     opt("iterations", type=int, default=100000, help="training iterations")
     opt("summarize_freq", type=int, default=100, help="log, plot and evaluate every this many iterations")
-    opt("check_freq", type=int, default=100, help="checkpoint every this many iterations")
+    opt("check_freq", type=int, default=100, help="checkpoint every this many iterations (and at the end)")
     opt("visdom", action="store_true", help="send plots to a visdom server (localhost:8097)")
     # Ours.
     opt("seed", type=int, default=0, help="random seed (data, initialisation, dropout)")
@@ -99,20 +100,24 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"-lr must be > 0, got {args.lr}")
     if args.task in ("adding", "argmax") and args.input_size < 2:
         raise UserError(f"-input_size must be >= 2 for the {args.task} task (numbers + terminator)")
-    if args.memory_type != "dnc":
-        raise UserError(
-            f"-memory_type {args.memory_type} needs memfn's sparse memories, which this version does not "
-            "ship yet; use -memory_type dnc"
-        )
+    if args.memory_type in ("sam", "sdnc"):
+        for name in ("sparse_reads",) + (("temporal_reads",) if args.memory_type == "sdnc" else ()):
+            if getattr(args, name) > args.mem_slot:
+                raise UserError(f"-{name} must be <= -mem_slot ({args.mem_slot}), got {getattr(args, name)}")
 
 
 def build_model(args: argparse.Namespace) -> nn.Module:
-    return DNC(
+    common = dict(
         input_size=args.input_size, hidden_size=args.nhid, rnn_type=args.rnn_type, num_layers=args.nlayer,
         num_hidden_layers=args.nhlayer, dropout=args.dropout, nr_cells=args.mem_slot, cell_size=args.mem_size,
         read_heads=args.read_heads, gpu_id=args.cuda, batch_first=True, output_size=args.output_size,
         compile=args.compile,
     )  # fmt: skip
+    if args.memory_type == "sam":
+        return SAM(**common, sparse_reads=args.sparse_reads)
+    if args.memory_type == "sdnc":
+        return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads)
+    return DNC(**common)
 
 
 def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
@@ -320,16 +325,19 @@ def train(args: argparse.Namespace) -> dict:
             _, metric, debug = evaluate(model, task, max_length, args.batch_size, eval_gen, debug=want_plot)
             last = (loss.item(), metric)
             log.summary(it, loss.item(), metric, debug)
-        if args.checkpoint_dir and rank == 0 and it % args.check_freq == 0:
+        stopping = args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at)
+        # Every check_freq iterations, and the final model whenever the run ends.
+        save = it % args.check_freq == 0 or it == args.iterations or stopping
+        if args.checkpoint_dir and rank == 0 and save:
             save_checkpoint(Path(args.checkpoint_dir) / CHECKPOINT_NAME, {
                 "config": vars(args), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "data": _gather_states(data_gen, world),
                         "eval": eval_gen.get_state()},
                 "iteration": it, "max_length": max_length, "history": log.history,
             })  # fmt: skip
-        elif args.checkpoint_dir and world > 1 and it % args.check_freq == 0:
+        elif args.checkpoint_dir and world > 1 and save:
             _gather_states(data_gen, world)
-        if args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at):
+        if stopping:
             log.line(f"stopping at iteration {it}: {task.metric_name} {last[1]:.6g} reached --stop-at {args.stop_at}")
             break
     seconds = time.perf_counter() - t0

@@ -1,0 +1,186 @@
+"""Sparse Access Memory (SAM, Rae et al. 2016): its interface, state and the ``sam(...)`` factory.
+
+Each read head reads the K cells nearest its key (cosine; exact top-k or a faiss index); the write
+goes to the cells read at the previous step and the least-recently-used cell. Every state leaf has
+a fixed size, so the step vmaps and compiles (``fullgraph=True`` with the exact backend).
+
+Interface ``xi`` (in order): read keys ``R*W`` (raw), read strengths ``R`` (oneplus), write
+vector ``W`` (raw), interpolation gate ``gamma`` ``1`` (sigmoid), write gate ``alpha`` ``1`` (sigmoid).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from memfn import sparse_addressing as S
+from memfn.interface import check_interface
+from memfn.knn import KNNConfig, knn_config, nearest_cells
+from memfn.memory import Memory, default_dtype
+from memfn.numerics import oneplus
+from memfn.validation import positive_int
+
+
+class SAMInterface(NamedTuple):
+    """The parsed, activated interface of one SAM step (shapes for one example)."""
+
+    read_keys: Tensor  # [R, W]
+    read_strengths: Tensor  # [R]
+    write_vector: Tensor  # [W]
+    interpolation_gate: Tensor  # [1] gamma: previously read cells vs the least-used cell
+    write_gate: Tensor  # [1] alpha
+
+
+def sam_interface_fields(read_heads: int, cell_size: int) -> tuple[tuple[str, int], ...]:
+    """``(name, length)`` of each :class:`SAMInterface` field in ``xi``, in order."""
+    r, w = read_heads, cell_size
+    return (("read_keys", r * w), ("read_strengths", r), ("write_vector", w), ("interpolation_gate", 1),
+            ("write_gate", 1))  # fmt: skip
+
+
+def split_sam_interface(xi: Tensor, read_heads: int, cell_size: int) -> SAMInterface:
+    """Split and activate ``xi`` ``[..., interface_size]`` into a :class:`SAMInterface`."""
+    sizes = [n for _, n in sam_interface_fields(read_heads, cell_size)]
+    keys, strengths, write, gamma, alpha = torch.split(xi, sizes, dim=-1)
+    return SAMInterface(
+        read_keys=keys.unflatten(-1, (read_heads, cell_size)),
+        read_strengths=oneplus(strengths),
+        write_vector=write,
+        interpolation_gate=torch.sigmoid(gamma),
+        write_gate=torch.sigmoid(alpha),
+    )
+
+
+class _ByName:
+    """``state["memory"]`` as well as ``state.memory``, for code written against ``dnc``'s dicts."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self._fields:  # type: ignore[attr-defined]
+                raise KeyError(f"{key!r}; the memory state has keys {self._fields}")  # type: ignore[attr-defined]
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)  # type: ignore[arg-type]
+
+    def keys(self) -> tuple[str, ...]:
+        return self._fields  # type: ignore[attr-defined]
+
+
+class SAMState(NamedTuple):
+    """One example's SAM state: the memory and sparse weightings (positions + weights).
+
+    ``P = K`` read slots per head for SAM; ``S = R * P + 1`` write slots (last step's read cells,
+    then the least-used cell). Usage is kept as access stamps: ``usage = time - last_access``.
+    """
+
+    memory: Tensor  # [N, W]
+    read_positions: Tensor  # [R, P] int64
+    read_weights: Tensor  # [R, P]
+    write_positions: Tensor  # [S] int64
+    write_weights: Tensor  # [S]
+    last_access: Tensor  # [N] int64, the step of each cell's last non-negligible access (0: never)
+    time: Tensor  # [] int64, steps taken
+
+    __getitem__ = _ByName.__getitem__  # type: ignore[assignment]
+    keys = _ByName.keys
+
+
+def usage(state: SAMState) -> Tensor:
+    """Steps since each cell's last non-negligible access ``[N]`` (the SAM paper's ``U^(2)``)."""
+    return state.time.unsqueeze(-1) - state.last_access
+
+
+def initial_sparse_state(n: int, w: int, r: int, read_slots: int, dtype, device) -> SAMState:
+    """Zero memory; each head's read slots on cells ``0..P-1`` with zero weight (no access yet)."""
+    slots = r * read_slots + 1
+    positions = torch.arange(read_slots, device=device) % n
+    return SAMState(
+        memory=torch.zeros(n, w, dtype=dtype, device=device),
+        read_positions=positions.expand(r, read_slots).clone(),
+        read_weights=torch.zeros(r, read_slots, dtype=dtype, device=device),
+        write_positions=torch.zeros(slots, dtype=torch.long, device=device),
+        write_weights=torch.zeros(slots, dtype=dtype, device=device),
+        last_access=torch.zeros(n, dtype=torch.long, device=device),
+        time=torch.zeros((), dtype=torch.long, device=device),
+    )
+
+
+def sparse_write(state, write_vector: Tensor, interpolation_gate: Tensor, write_gate: Tensor):
+    """The write half of a SAM (or SDNC) step: returns the state with ``memory``, ``write_positions``
+    and ``write_weights`` updated (read slots and stamps still the previous step's)."""
+    lru = S.least_recently_used(state.last_access)
+    positions, weights = S.sparse_write_weights(
+        state.read_positions, state.read_weights, lru, interpolation_gate, write_gate
+    )
+    memory = S.sparse_updated_memory(state.memory, lru, positions, weights, write_vector)
+    return state._replace(memory=memory, write_positions=positions, write_weights=weights)
+
+
+def content_read(memory: Tensor, keys: Tensor, strengths: Tensor, k: int, knn: KNNConfig) -> tuple[Tensor, Tensor]:
+    """Each head's K nearest cells and its content weights over them: ``(positions, weights)`` ``[R, K]``."""
+    positions = nearest_cells(memory, keys, k, knn)
+    rows = S.gather_rows(memory, positions)
+    return positions, S.sparse_content_weights(rows, keys, strengths, positions)
+
+
+def finish_step(state, positions: Tensor, weights: Tensor) -> tuple[Tensor, SAMState]:
+    """Read at the new read slots, stamp this step's accesses and advance time."""
+    reads = S.sparse_read_vectors(S.gather_rows(state.memory, positions), weights)
+    time = state.time + 1
+    touched = torch.cat([state.write_positions, positions.flatten(-2)], -1)
+    touched_weights = torch.cat([state.write_weights, weights.flatten(-2)], -1)
+    stamps = S.last_access(state.last_access, time, touched, touched_weights)
+    return reads, state._replace(read_positions=positions, read_weights=weights, last_access=stamps, time=time)
+
+
+def sam(
+    nr_cells: int,
+    cell_size: int,
+    read_heads: int,
+    sparse_reads: int = 4,
+    knn: str = "exact",
+    index: str = "flat",
+    num_lists: int | None = None,
+    index_checks: int | None = None,
+) -> Memory:
+    """A SAM memory of ``nr_cells`` (N) cells of width ``cell_size`` (W), ``read_heads`` (R) heads
+    each reading ``sparse_reads`` (K) cells.
+
+    ``knn`` picks the nearest-neighbour backend (``"exact"`` or ``"faiss"``); ``index``,
+    ``num_lists`` and ``index_checks`` configure faiss (see :func:`memfn.knn.knn_config`). The step
+    writes first, then reads from the written memory; ``K * R + 1`` rows change per step.
+
+    >>> mem = sam(nr_cells=32, cell_size=8, read_heads=2, sparse_reads=4)
+    >>> reads, state = mem.step(mem.init(), torch.zeros(mem.interface_size))
+    >>> tuple(reads.shape), tuple(state.read_positions.shape)
+    ((2, 8), (2, 4))
+    """
+    n, w, r = (positive_int(k, v) for k, v in (("nr_cells", nr_cells), ("cell_size", cell_size),
+                                               ("read_heads", read_heads)))  # fmt: skip
+    k = _sparse_reads(sparse_reads, n)
+    search = knn_config(n, knn, index, num_lists, index_checks)
+    fields = sam_interface_fields(r, w)
+    size = sum(length for _, length in fields)
+
+    def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SAMState:
+        return initial_sparse_state(n, w, r, k, default_dtype(dtype), device)
+
+    def step(state: SAMState, xi: Tensor) -> tuple[Tensor, SAMState]:
+        check_interface(xi, size)
+        io = split_sam_interface(xi, r, w)
+        state = sparse_write(state, io.write_vector, io.interpolation_gate, io.write_gate)
+        positions, weights = content_read(state.memory, io.read_keys, io.read_strengths, k, search)
+        return finish_step(state, positions, weights)
+
+    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields)
+
+
+def _sparse_reads(sparse_reads: int, nr_cells: int) -> int:
+    k = positive_int("sparse_reads", sparse_reads)
+    if k > nr_cells:
+        raise ValueError(f"sparse_reads must be in [1, nr_cells={nr_cells}], got {k}")
+    return k
+
+
+__all__ = ["SAMInterface", "SAMState", "sam", "sam_interface_fields", "split_sam_interface", "usage"]

@@ -1,0 +1,157 @@
+"""Sparse addressing (Rae et al. 2016): reads, writes and usage that touch O(K) cells per head.
+
+A sparse weighting is a pair ``(positions [..., P] int64, weights [..., P])``: the weight of cell
+``i`` is the sum of ``weights`` over the slots whose position is ``i`` (a position may repeat).
+Shapes are for one example; every function broadcasts over leading batch axes. Letters: ``N``
+cells, ``W`` cell width, ``R`` read heads, ``K`` sparse reads, ``S`` write slots.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from memfn.numerics import cosine_similarity
+
+#: The SAM paper's delta: a cell counts as accessed at step t when the weights on it that step
+#: (all heads' reads plus the write) sum to more than this.
+ACCESS_THRESHOLD = 0.005
+
+
+def gather_rows(memory: Tensor, positions: Tensor) -> Tensor:
+    """Rows of ``memory`` ``[N, W]`` at ``positions`` ``[*P]`` -> ``[*P, W]`` (gradients reach only those rows)."""
+    flat = positions.flatten(start_dim=memory.ndim - 2)  # the batch axes stay, the slot axes merge
+    index = flat.unsqueeze(-1).expand(*flat.shape, memory.shape[-1])
+    return torch.gather(memory, -2, index).reshape(*positions.shape, memory.shape[-1])
+
+
+def repeated_positions(positions: Tensor) -> Tensor:
+    """``[..., P]`` -> bool ``[..., P]``: true where an earlier slot holds the same position."""
+    p = positions.shape[-1]
+    earlier = torch.ones(p, p, dtype=torch.bool, device=positions.device).tril(-1)
+    return ((positions.unsqueeze(-1) == positions.unsqueeze(-2)) & earlier).any(-1)
+
+
+def weights_at(query: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
+    """The dense value of the sparse weighting at each query position.
+
+    query ``[..., Q]``, positions/weights ``[..., P]`` -> ``[..., Q]``: ``sum_p weights[p] [positions[p] == q]``.
+    A ``Q x P`` comparison: cheap for the few slots a sparse step touches, and no ``N``-sized buffer.
+    """
+    same = (query.unsqueeze(-1) == positions.unsqueeze(-2)).to(weights.dtype)
+    return (same * weights.unsqueeze(-2)).sum(-1)
+
+
+def coalesced(positions: Tensor, weights: Tensor) -> Tensor:
+    """Weights with every position's total on its first slot and 0 on its repeats (same dense weighting)."""
+    total = weights_at(positions, positions, weights)
+    return torch.where(repeated_positions(positions), torch.zeros_like(total), total)
+
+
+def top_slots(positions: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Coalesce, then keep the ``k`` largest: ``(positions [..., k], weights [..., k])``.
+
+    The kept weights are the coalesced values themselves (differentiable); only the choice is not.
+    """
+    total = coalesced(positions, weights)
+    kept = torch.topk(total.detach(), k, dim=-1).indices
+    return positions.gather(-1, kept), total.gather(-1, kept)
+
+
+def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor, positions: Tensor) -> Tensor:
+    """Content weights over each head's K candidate cells: ``softmax_k(beta * cos(k^r, M[pos_k]))``.
+
+    rows ``[R, K, W]`` (the memory at ``positions``), keys ``[R, W]``, strengths ``[R]``, positions
+    ``[R, K]`` -> ``[R, K]``, each row a distribution over its *distinct* candidates: a repeated
+    position (possible with approximate search) gets weight 0, so no cell is counted twice.
+    With ``K = N`` this is the dense content weighting, permuted.
+    """
+    scores = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2)  # [R, K]
+    scores = scores.masked_fill(repeated_positions(positions), float("-inf"))
+    return torch.softmax(scores * strengths.unsqueeze(-1), dim=-1)
+
+
+def least_recently_used(last_access: Tensor) -> Tensor:
+    """``I^U``: the cell whose last non-negligible access is oldest. ``[N]`` -> ``[]`` int64.
+
+    Ties (cells never accessed) go to the lowest index, so fresh cells fill up in order.
+    """
+    return torch.argmin(last_access, dim=-1)
+
+
+def sparse_write_weights(
+    prev_read_positions: Tensor,
+    prev_read_weights: Tensor,
+    least_used: Tensor,
+    interpolation_gate: Tensor,
+    write_gate: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """SAM's ``w^w = alpha (gamma w^r_{t-1} + (1 - gamma) I^U)`` as ``(positions [S], weights [S])``.
+
+    prev_read_positions/weights ``[R, P]``, least_used ``[]``, gates ``[1]``; ``S = R * P + 1`` (the
+    cells read last step, then the least-recently-used cell). ``w^r_{t-1}`` is the *mean* over heads
+    of the read weightings, so ``w^w`` sums to at most 1 like the DNC's (a sum over heads would
+    not; pytorch-dnc multiplied them instead).
+    """
+    heads = prev_read_weights.shape[-2]
+    positions = torch.cat([prev_read_positions.flatten(-2), least_used.unsqueeze(-1)], -1)
+    recent = interpolation_gate * prev_read_weights.flatten(-2) / heads
+    weights = write_gate * torch.cat([recent, 1.0 - interpolation_gate], -1)
+    return positions, weights
+
+
+def sparse_updated_memory(
+    memory: Tensor, least_used: Tensor, write_positions: Tensor, write_weights: Tensor, write_vector: Tensor
+) -> Tensor:
+    """``M_t = (1 - I^U 1^T) o M_{t-1} + w^w v^T``: erase the least-used row, add the write to S rows.
+
+    memory ``[N, W]``, least_used ``[]``, write positions/weights ``[S]``, write_vector ``[W]`` ->
+    ``[N, W]``. Only ``S`` rows differ from ``memory`` (the input is not modified).
+    """
+    w = memory.shape[-1]
+    lru_index = least_used.reshape(*least_used.shape, 1, 1).expand(*least_used.shape, 1, w)
+    erased = memory.scatter(-2, lru_index, 0.0)
+    index = write_positions.unsqueeze(-1).expand(*write_positions.shape, w)
+    return erased.scatter_add(-2, index, write_weights.unsqueeze(-1) * write_vector.unsqueeze(-2))
+
+
+def sparse_read_vectors(rows: Tensor, weights: Tensor) -> Tensor:
+    """``r = sum_k w[k] M[pos_k]``: rows ``[R, P, W]``, weights ``[R, P]`` -> ``[R, W]``."""
+    return (weights.unsqueeze(-1) * rows).sum(-2)
+
+
+def last_access(prev_last_access: Tensor, time: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
+    """Stamp ``time`` on the cells accessed this step (total weight > :data:`ACCESS_THRESHOLD`).
+
+    prev_last_access ``[N]`` int64, time ``[]`` int64, positions/weights ``[P]`` (the write and read
+    slots of the step) -> ``[N]``. Usage in the paper's sense, steps since the last non-negligible
+    access, is ``time - last_access``; keeping stamps means only the touched cells change.
+    """
+    total = weights_at(positions, positions, weights.detach())
+    previous = prev_last_access.gather(-1, positions)
+    stamped = torch.where(total > ACCESS_THRESHOLD, time.unsqueeze(-1).expand_as(previous), previous)
+    # Repeated positions carry the same total, hence the same value: the scatter is deterministic.
+    return prev_last_access.scatter(-1, positions, stamped)
+
+
+def dense_weights(positions: Tensor, weights: Tensor, nr_cells: int) -> Tensor:
+    """The dense ``[..., N]`` weighting of a sparse one (for debug views, plots and tests; O(N))."""
+    out = weights.new_zeros(*weights.shape[:-1], nr_cells)
+    return out.scatter_add(-1, positions, weights)
+
+
+__all__ = [
+    "ACCESS_THRESHOLD",
+    "coalesced",
+    "dense_weights",
+    "gather_rows",
+    "last_access",
+    "least_recently_used",
+    "repeated_positions",
+    "sparse_content_weights",
+    "sparse_read_vectors",
+    "sparse_updated_memory",
+    "sparse_write_weights",
+    "top_slots",
+    "weights_at",
+]

@@ -1,0 +1,166 @@
+"""``memfn.SAM`` and ``memfn.SDNC``: drop-ins for pytorch-dnc's sparse shells, on the pure sparse memories.
+
+Same constructor arguments as ``dnc.SAM`` / ``dnc.SDNC`` (1.1.0), plus the keyword-only options of
+:class:`memfn.DNC` and the nearest-neighbour options ``knn`` (``"exact"`` or ``"faiss"``),
+``index`` (``"flat"``, ``"ivf"``, ``"hnsw"``), ``num_lists`` and ``index_checks``. Deliberate fixes
+over pytorch-dnc: the memory is never cloned or re-indexed in full by the shell, reads have a
+strength, one least-used cell is erased per step, step counters live in the state (per example),
+and SDNC keeps forward and backward links apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from memfn import sparse_addressing as S
+from memfn.memory import Memory
+from memfn.modules import _UNSET, MemoryNetwork
+from memfn.sparse import sam, usage
+from memfn.sparse_temporal import sdnc
+
+#: Constructor arguments that configure the memory itself (the rest go to MemoryNetwork).
+_MEMORY_OPTIONS = ("nr_cells", "cell_size", "read_heads", "sparse_reads", "temporal_reads", "knn", "index",
+                   "num_lists", "index_checks")  # fmt: skip
+
+
+class _SparseNetwork(MemoryNetwork):
+    def _build(self, factory: Callable[..., Memory], arguments: dict[str, Any]) -> None:
+        """Split the constructor's arguments into the memory's and the network's; keep the memory's
+        as attributes (``rnn.nr_cells``, ...) as pytorch-dnc does."""
+        arguments = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+        memory = {k: arguments.pop(k) for k in _MEMORY_OPTIONS if k in arguments}
+        for name, value in memory.items():
+            setattr(self, name, value)
+        MemoryNetwork.__init__(self, lambda: factory(**memory), **arguments)
+
+    def debug_view(self, state: Any) -> dict[str, Tensor]:
+        """pytorch-dnc's debug keys for one example; weightings are shown dense over the N cells."""
+        n = state.memory.shape[-2]
+        view = {
+            "memory": state.memory,
+            "visible_memory": S.gather_rows(state.memory, state.read_positions),
+            "read_positions": state.read_positions,
+            "read_weights": S.dense_weights(state.read_positions, state.read_weights, n),
+            "write_weights": S.dense_weights(state.write_positions, state.write_weights, n),
+            "usage": usage(state),
+        }
+        if "link_matrix" in self.debug_keys:
+            view.update(
+                link_matrix=state.link_matrix,  # [N, L]: the kept entries of each row, as in pytorch-dnc
+                rev_link_matrix=state.rev_link_matrix,
+                precedence=S.dense_weights(state.precedence_positions, state.precedence, n),
+            )
+        return {key: view[key] for key in self.debug_keys}
+
+
+class SAM(_SparseNetwork):
+    """Sparse Access Memory with pytorch-dnc's ``SAM`` constructor and forward contract.
+
+    ``SAM(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
+    batch_first=True, dropout=0, bidirectional=False, nr_cells=5000, sparse_reads=4, read_heads=4,
+    cell_size=10, nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True,
+    debug=False, clip=20)`` plus keyword-only ``device``, ``share_memory_between_layers``,
+    ``output_size``, ``compile``, ``checkpoint_every``, ``knn``, ``index``, ``num_lists``,
+    ``index_checks``. The hidden memory state is a :class:`memfn.sparse.SAMState`.
+
+    >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
+    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+    >>> tuple(out.shape), tuple(mhx["read_positions"].shape), tuple(rv.shape)
+    ((2, 5, 8), (2, 2, 4), (2, 8))
+    """
+
+    debug_keys = ("memory", "visible_memory", "read_positions", "read_weights", "write_weights", "usage")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        rnn_type: str = "lstm",
+        num_layers: int = 1,
+        num_hidden_layers: int = 2,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0,
+        bidirectional: bool = False,
+        nr_cells: int = 5000,
+        sparse_reads: int = 4,
+        read_heads: int = 4,
+        cell_size: int = 10,
+        nonlinearity: str = "tanh",
+        gpu_id: int = -1,
+        independent_linears: bool = False,
+        share_memory: bool = _UNSET,
+        debug: bool = False,
+        clip: float = 20,
+        *,
+        device: torch.device | str | None = None,
+        share_memory_between_layers: bool = _UNSET,
+        output_size: int | None = None,
+        compile: bool = False,
+        checkpoint_every: int | None = None,
+        knn: str = "exact",
+        index: str = "flat",
+        num_lists: int | None = None,
+        index_checks: int | None = None,
+    ) -> None:
+        self._build(sam, locals())
+
+
+class SDNC(_SparseNetwork):
+    """Sparse DNC with pytorch-dnc's ``SDNC`` constructor and forward contract.
+
+    ``SDNC(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
+    batch_first=True, dropout=0, bidirectional=False, nr_cells=5000, sparse_reads=4,
+    temporal_reads=4, read_heads=4, cell_size=10, nonlinearity='tanh', gpu_id=-1,
+    independent_linears=False, share_memory=True, debug=False, clip=20)`` plus the keyword-only
+    options of :class:`SAM`. The hidden memory state is a :class:`memfn.sparse_temporal.SDNCState`.
+
+    >>> rnn = SDNC(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, temporal_reads=2)
+    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+    >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(mhx["rev_link_matrix"].shape)
+    ((2, 5, 8), (2, 32, 2), (2, 32, 2))
+    """
+
+    debug_keys = SAM.debug_keys + ("link_matrix", "rev_link_matrix", "precedence")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        rnn_type: str = "lstm",
+        num_layers: int = 1,
+        num_hidden_layers: int = 2,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0,
+        bidirectional: bool = False,
+        nr_cells: int = 5000,
+        sparse_reads: int = 4,
+        temporal_reads: int = 4,
+        read_heads: int = 4,
+        cell_size: int = 10,
+        nonlinearity: str = "tanh",
+        gpu_id: int = -1,
+        independent_linears: bool = False,
+        share_memory: bool = _UNSET,
+        debug: bool = False,
+        clip: float = 20,
+        *,
+        device: torch.device | str | None = None,
+        share_memory_between_layers: bool = _UNSET,
+        output_size: int | None = None,
+        compile: bool = False,
+        checkpoint_every: int | None = None,
+        knn: str = "exact",
+        index: str = "flat",
+        num_lists: int | None = None,
+        index_checks: int | None = None,
+    ) -> None:
+        self._build(sdnc, locals())
+
+
+__all__ = ["SAM", "SDNC"]

@@ -1,0 +1,239 @@
+"""Sparse DNC (SDNC, Rae et al. 2016): SAM plus temporal links kept L-sparse, and the ``sdnc(...)`` factory.
+
+The dense link matrix ``L_t[i, j]`` (how strongly cell ``i`` was written right after cell ``j``)
+follows the DNC recursion ``L_t = D o L_{t-1} + w p_{t-1}^T`` with ``D[i, j] = 1 - w[i] - w[j]``
+and a zero diagonal. The SDNC keeps two L-sparse views of it, each with the ``L`` largest entries
+per row:
+
+- ``link_matrix`` / ``link_positions`` ``[N, L]``: rows of ``L_t`` (row ``i`` lists cells written
+  just before ``i``), used by backward reads ``b = L^T w^r``;
+- ``rev_link_matrix`` / ``rev_link_positions`` ``[N, L]``: rows of ``L_t^T`` (row ``j`` lists the
+  cells written just after ``j``), used by forward reads ``f = L w^r``.
+
+Because ``w`` and ``p`` are sparse, a step changes O(S) rows of each view (``S`` write slots),
+found without an ``N``-sized pass. With ``L = N`` nothing is truncated and the views equal the
+dense recursion (tested). As in the paper, no gradient passes through the sparse link matrices
+or the precedence; reads are differentiable in the previous read weights and the read modes.
+
+Interface ``xi``: SAM's fields, then read modes ``3 * R`` (softmax over backward, forward, content).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from memfn import sparse_addressing as S
+from memfn.interface import BACKWARD, CONTENT, FORWARD, NUM_READ_MODES, check_interface
+from memfn.knn import knn_config
+from memfn.memory import Memory, default_dtype
+from memfn.sparse import (
+    _ByName,
+    _sparse_reads,
+    content_read,
+    finish_step,
+    initial_sparse_state,
+    sam_interface_fields,
+    sparse_write,
+    split_sam_interface,
+)
+from memfn.validation import positive_int
+
+
+class SDNCState(NamedTuple):
+    """One example's SDNC state: SAM's fields plus the sparse links and precedence.
+
+    Read slots per head ``P = 2L + K`` (backward, forward, content); ``S = R * P + 1`` write slots.
+    """
+
+    memory: Tensor  # [N, W]
+    read_positions: Tensor  # [R, P] int64
+    read_weights: Tensor  # [R, P]
+    write_positions: Tensor  # [S] int64
+    write_weights: Tensor  # [S]
+    last_access: Tensor  # [N] int64
+    time: Tensor  # [] int64
+    link_matrix: Tensor  # [N, L] values of L_t's rows
+    link_positions: Tensor  # [N, L] int64 their columns
+    rev_link_matrix: Tensor  # [N, L] values of L_t^T's rows
+    rev_link_positions: Tensor  # [N, L] int64
+    precedence: Tensor  # [L]
+    precedence_positions: Tensor  # [L] int64
+
+    __getitem__ = _ByName.__getitem__  # type: ignore[assignment]
+    keys = _ByName.keys
+
+
+def _write_weight_at(cells: Tensor, write_positions: Tensor, write_weights: Tensor) -> Tensor:
+    """``w[cells]`` for a ``[..., M, X]`` block of cell indices (the dense write weighting, sparsely)."""
+    flat = S.weights_at(cells.flatten(-2), write_positions, write_weights)
+    return flat.reshape(cells.shape)
+
+
+def sparse_precedence(
+    prev_positions: Tensor, prev_precedence: Tensor, write_positions: Tensor, write_weights: Tensor, keep: int
+) -> tuple[Tensor, Tensor]:
+    """``p_t = (1 - sum_i w[i]) p_{t-1} + w``, then the ``keep`` largest entries: ``(positions, values)`` ``[L]``."""
+    decay = 1.0 - write_weights.sum(-1, keepdim=True)
+    positions = torch.cat([prev_positions, write_positions], -1)
+    values = torch.cat([decay * prev_precedence, write_weights], -1)
+    return S.top_slots(positions, values, keep)
+
+
+def sparse_link_rows(
+    positions: Tensor,
+    values: Tensor,
+    other_positions: Tensor,
+    rows: Tensor,
+    row_positions: Tensor,
+    row_weights: Tensor,
+    col_positions: Tensor,
+    col_weights: Tensor,
+    write_positions: Tensor,
+    write_weights: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One L-sparse view of ``L' = D o L + a b^T`` (``D[i, j] = 1 - w[i] - w[j]``, zero diagonal).
+
+    positions/values ``[N, L]``: this view; other_positions ``[N, L]``: the transposed view (used to
+    find the rows holding an entry in a written column); rows ``[U]``: the rows to rebuild (the
+    support of ``a`` and of ``w``); ``a`` = (row_positions, row_weights), ``b`` = (col_positions,
+    col_weights), ``w`` = (write_positions, write_weights), all sparse. Returns the new view.
+
+    For the rows view ``a = w, b = p_{t-1}``; for the transposed view ``a = p_{t-1}, b = w``.
+    """
+    keep = positions.shape[-1]
+
+    def decay(row_cells: Tensor, entry_cells: Tensor) -> Tensor:  # D at (row, entry), clamped at 0
+        w_row = S.weights_at(row_cells, write_positions, write_weights).unsqueeze(-1)
+        w_entry = _write_weight_at(entry_cells, write_positions, write_weights)
+        return (1.0 - w_row - w_entry).clamp(min=0.0)
+
+    # 1. Rows that link to a written cell j (found through the other view's row j) only decay.
+    decaying = S.gather_rows(other_positions, write_positions).flatten(-2)  # [S * L]
+    entry_cells = S.gather_rows(positions, decaying)
+    decayed = S.gather_rows(values, decaying) * decay(decaying, entry_cells)
+    new_values = values.scatter(-2, decaying.unsqueeze(-1).expand_as(decayed), decayed)
+    # 2. Rows in the support of a or w: decay, add a[i] b^T, zero the diagonal, keep the L largest.
+    old_cells = S.gather_rows(positions, rows)  # [U, L], from the view before step 1
+    old_values = S.gather_rows(values, rows) * decay(rows, old_cells)
+    a_rows = S.weights_at(rows, row_positions, row_weights).unsqueeze(-1)  # [U, 1]
+    new_cells = col_positions.unsqueeze(-2).expand(*rows.shape, col_positions.shape[-1])
+    cells = torch.cat([old_cells, new_cells], -1)
+    candidates = torch.cat([old_values, a_rows * col_weights.unsqueeze(-2)], -1)
+    candidates = torch.where(cells == rows.unsqueeze(-1), torch.zeros_like(candidates), candidates)
+    kept_cells, kept_values = S.top_slots(cells, candidates, keep)
+    index = rows.unsqueeze(-1).expand_as(kept_cells)
+    return positions.scatter(-2, index, kept_cells), new_values.scatter(-2, index, kept_values)
+
+
+def sparse_directional_read_weights(
+    positions: Tensor, values: Tensor, prev_read_positions: Tensor, prev_read_weights: Tensor, keep: int
+) -> tuple[Tensor, Tensor]:
+    """``sum_j V[j, .] w^r_{t-1}[j]`` over a sparse view ``V``, its ``keep`` largest entries per head.
+
+    With the transposed view this is the forward weighting ``f = L w``, with the rows view the
+    backward ``b = L^T w``. positions/values ``[N, L]``, prev read slots ``[R, P]`` -> ``[R, keep]`` x2.
+    """
+    cells = S.gather_rows(positions, prev_read_positions).flatten(-2)  # [R, P * L]
+    weights = (S.gather_rows(values, prev_read_positions) * prev_read_weights.unsqueeze(-1)).flatten(-2)
+    return S.top_slots(cells, weights, keep)
+
+
+def update_links(state: SDNCState) -> SDNCState:
+    """Links and precedence after this step's write (state holds the new write slots, old links)."""
+    wp, ww = state.write_positions, state.write_weights.detach()
+    pp, pv = state.precedence_positions, state.precedence
+    write_rows = wp
+    link_pos, link_val = sparse_link_rows(
+        state.link_positions, state.link_matrix, state.rev_link_positions, write_rows, wp, ww, pp, pv, wp, ww
+    )
+    rev_rows = torch.cat([pp, wp], -1)
+    rev_pos, rev_val = sparse_link_rows(
+        state.rev_link_positions, state.rev_link_matrix, state.link_positions, rev_rows, pp, pv, wp, ww, wp, ww
+    )
+    prec_pos, prec_val = sparse_precedence(pp, pv, wp, ww, pp.shape[-1])
+    return state._replace(
+        link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val, rev_link_positions=rev_pos,
+        precedence=prec_val, precedence_positions=prec_pos,
+    )  # fmt: skip
+
+
+def sdnc_interface_fields(read_heads: int, cell_size: int) -> tuple[tuple[str, int], ...]:
+    """``(name, length)`` of each interface field: SAM's, then ``read_modes`` ``3 * R``."""
+    return sam_interface_fields(read_heads, cell_size) + (("read_modes", NUM_READ_MODES * read_heads),)
+
+
+def sdnc(
+    nr_cells: int,
+    cell_size: int,
+    read_heads: int,
+    sparse_reads: int = 4,
+    temporal_reads: int = 4,
+    knn: str = "exact",
+    index: str = "flat",
+    num_lists: int | None = None,
+    index_checks: int | None = None,
+) -> Memory:
+    """An SDNC memory: SAM with ``temporal_reads`` (L) forward and L backward reads per head
+    through links kept L-sparse per row. Other arguments as :func:`memfn.sam`.
+
+    >>> mem = sdnc(nr_cells=32, cell_size=8, read_heads=2, sparse_reads=4, temporal_reads=2)
+    >>> reads, state = mem.step(mem.init(), torch.zeros(mem.interface_size))
+    >>> tuple(reads.shape), tuple(state.read_positions.shape), tuple(state.link_matrix.shape)
+    ((2, 8), (2, 8), (32, 2))
+    """
+    n, w, r = (positive_int(k, v) for k, v in (("nr_cells", nr_cells), ("cell_size", cell_size),
+                                               ("read_heads", read_heads)))  # fmt: skip
+    k = _sparse_reads(sparse_reads, n)
+    links = positive_int("temporal_reads", temporal_reads)
+    if links > n:
+        raise ValueError(f"temporal_reads must be in [1, nr_cells={n}], got {links}")
+    search = knn_config(n, knn, index, num_lists, index_checks)
+    fields = sdnc_interface_fields(r, w)
+    size = sum(length for _, length in fields)
+    sam_size = size - NUM_READ_MODES * r
+
+    def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SDNCState:
+        dtype = default_dtype(dtype)
+        base = initial_sparse_state(n, w, r, 2 * links + k, dtype, device)
+        zeros = torch.zeros(n, links, dtype=dtype, device=device)
+        cells = torch.zeros(n, links, dtype=torch.long, device=device)  # empty slots: value 0
+        return SDNCState(
+            *base, link_matrix=zeros, link_positions=cells, rev_link_matrix=zeros.clone(),
+            rev_link_positions=cells.clone(), precedence=zeros[0].clone(), precedence_positions=cells[0].clone(),
+        )  # fmt: skip
+
+    def step(state: SDNCState, xi: Tensor) -> tuple[Tensor, SDNCState]:
+        check_interface(xi, size)
+        io = split_sam_interface(xi[..., :sam_size], r, w)
+        modes = torch.softmax(xi[..., sam_size:].unflatten(-1, (r, NUM_READ_MODES)), dim=-1)
+        prev_positions, prev_weights = state.read_positions, state.read_weights
+        state = update_links(sparse_write(state, io.write_vector, io.interpolation_gate, io.write_gate))
+        content_pos, content = content_read(state.memory, io.read_keys, io.read_strengths, k, search)
+        fwd_pos, fwd = sparse_directional_read_weights(
+            state.rev_link_positions, state.rev_link_matrix, prev_positions, prev_weights, links
+        )
+        bwd_pos, bwd = sparse_directional_read_weights(
+            state.link_positions, state.link_matrix, prev_positions, prev_weights, links
+        )
+        positions = torch.cat([bwd_pos, fwd_pos, content_pos], -1)
+        weights = torch.cat(
+            [modes[..., BACKWARD : BACKWARD + 1] * bwd, modes[..., FORWARD : FORWARD + 1] * fwd,
+             modes[..., CONTENT : CONTENT + 1] * content], -1,
+        )  # fmt: skip
+        return finish_step(state, positions, weights)
+
+    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields)
+
+
+__all__ = [
+    "SDNCState",
+    "sdnc",
+    "sdnc_interface_fields",
+    "sparse_directional_read_weights",
+    "sparse_link_rows",
+    "sparse_precedence",
+    "update_links",
+]
