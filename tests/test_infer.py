@@ -108,12 +108,29 @@ def test_export_round_trip_equals_eager(checkpoint, tmp_path, capsys):
     assert f"exported the single step to {path}" in capsys.readouterr().out
     step = load_step(path)
     assert (step.input_size, step.output_size) == (6, 6) and step.config["task"] == "copy"
-    assert "memory.link_matrix" in step.state_names and len(step.state_names) == len(step.state_shapes)
+    assert "memory.link_matrix" in step.state_names and len(step.state_names) == len(step.initial_leaves)
     model = load(checkpoint).model
     for batch in (1, 3):  # the batch axis is dynamic
         inputs = generated_batches(load(checkpoint).task, 1, batch, 4, seed=batch)[0].inputs
         with torch.no_grad():
             torch.testing.assert_close(step.run(inputs), model(inputs)[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("memory", ["sam", "sdnc"])
+def test_sparse_memory_checkpoints_run_and_export(memory, tmp_path, capsys):
+    argv = [*SMALL, "-iterations", "2", "-memory_type", memory, "-sparse_reads", "2", "--checkpoint-dir", str(tmp_path)]
+    assert train_module.main("copy", argv) == 0
+    path = tmp_path / "step.pt2"
+    assert main([str(tmp_path), "--no-compile", "--batches", "2", "--batch-size", "3", "--export", str(path)]) == 0
+    assert f"{memory} memory of 8 cells x 6, 1 read heads (2 sparse reads)" in capsys.readouterr().out
+    step, loaded = load_step(path), load(tmp_path)
+    # Not all zeros, not all floats: the read slots start on cells 0, 1, ... as integer positions.
+    positions = step.initial_leaves[step.state_names.index("memory.read_positions")]
+    assert positions.dtype == torch.int64 and positions.tolist() == [list(range(positions.shape[-1]))]
+    assert positions.shape[-1] == (2 if memory == "sam" else 2 + 2 * 2)  # K, or K + 2L temporal slots (L = 2)
+    inputs = generated_batches(loaded.task, 1, 3, 4, seed=5)[0].inputs
+    with torch.no_grad():
+        torch.testing.assert_close(step.run(inputs), loaded.model(inputs)[0], atol=1e-6, rtol=1e-5)
 
 
 def test_exported_step_has_no_memfn_ops_and_loads_without_memfn(checkpoint, tmp_path):

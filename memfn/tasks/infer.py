@@ -13,10 +13,13 @@ stderr and exit status 2, as in the task scripts.
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 import sys
 import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -100,9 +103,10 @@ def load(spec: str | Path, cuda: int = -1) -> Loaded:
 def describe(loaded: Loaded) -> str:
     a = loaded.args
     trained = "" if loaded.iteration is None else f", trained {loaded.iteration} iterations"
+    sparse = "" if a.memory_type == "dnc" else f" ({a.sparse_reads} sparse reads)"
     return (
-        f"{a.task} task, {a.memory_type} memory of {a.mem_slot} cells x {a.mem_size}, {a.read_heads} read heads, "
-        f"{a.rnn_type} controller {a.nhid} x {a.nhlayer}{trained} (up to length {loaded.max_length})"
+        f"{a.task} task, {a.memory_type} memory of {a.mem_slot} cells x {a.mem_size}, {a.read_heads} read heads"
+        f"{sparse}, {a.rnn_type} controller {a.nhid} x {a.nhlayer}{trained} (up to length {loaded.max_length})"
     )
 
 
@@ -217,14 +221,15 @@ class StepModule(nn.Module):
         super().__init__()
         self.net = net
         self._step = batched_step(net.cell, use_vmap=False)
-        example = net.cell.init_state()
+        p = next(net.parameters())
+        example = net.cell.init_state(p.dtype, p.device)
         leaves, self._spec = optree.tree_flatten(example)
         self.state_names = tuple(_leaf_names(example))
-        self.state_shapes = tuple(tuple(t.shape) for t in leaves)  # one example's
+        #: One example's initial state, flat (not all zeros: SAM's read slots start on cells 0..K-1).
+        self.initial_leaves = tuple(leaves)
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
-        p = next(self.net.parameters())
-        return tuple(torch.zeros(batch_size, *s, dtype=p.dtype, device=p.device) for s in self.state_shapes)
+        return _batched(self.initial_leaves, batch_size)
 
     def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         y, new = self._step(self.net.step_params(), optree.tree_unflatten(self._spec, list(state)), x)
@@ -252,6 +257,10 @@ def export_step(net: MemoryNetwork, example_batch: int = 2) -> torch.export.Expo
         return program.run_decompositions(table)
 
 
+def _batched(leaves: tuple[Tensor, ...], batch_size: int) -> tuple[Tensor, ...]:
+    return tuple(t.unsqueeze(0).expand(batch_size, *t.shape).clone() for t in leaves)
+
+
 class ExportedStep(NamedTuple):
     """An exported step read back by :func:`load_step`: the program and how to feed it."""
 
@@ -259,11 +268,11 @@ class ExportedStep(NamedTuple):
     input_size: int
     output_size: int
     state_names: tuple[str, ...]
-    state_shapes: tuple[tuple[int, ...], ...]  # one example's
+    initial_leaves: tuple[Tensor, ...]  # one example's initial state, in ``state_names`` order
     config: dict  # the training options of the checkpoint it came from (may be empty)
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
-        return tuple(torch.zeros(batch_size, *s) for s in self.state_shapes)
+        return _batched(self.initial_leaves, batch_size)
 
     def run(self, inputs: Tensor) -> Tensor:
         """Outputs ``(B, T, output_size)`` of the exported step over ``inputs`` ``(B, T, input_size)``."""
@@ -280,12 +289,16 @@ class ExportedStep(NamedTuple):
 def save_step(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
     """Export ``net``'s step (:func:`export_step`) to ``path`` with its sizes and state layout."""
     module = StepModule(net)
+    initial = io.BytesIO()
+    torch.save([t.cpu() for t in module.initial_leaves], initial)
     meta = {
         "input_size": net.input_size,
         "output_size": net.output_size,
         "state_names": module.state_names,
-        "state_shapes": module.state_shapes,
+        "state_shapes": [list(t.shape) for t in module.initial_leaves],
         "config": config or {},
+        # zlib: the initial memory is mostly zeros.
+        "initial_state": base64.b64encode(zlib.compress(initial.getvalue())).decode("ascii"),
     }
     path = Path(path)
     program = export_step(net)
@@ -299,10 +312,10 @@ def load_step(path: str | Path) -> ExportedStep:
     extra = {EXPORT_META: ""}
     program = torch.export.load(path, extra_files=extra)
     meta = json.loads(extra[EXPORT_META])
-    return ExportedStep(
-        program, meta["input_size"], meta["output_size"], tuple(meta["state_names"]),
-        tuple(tuple(s) for s in meta["state_shapes"]), meta["config"],
-    )  # fmt: skip
+    initial = zlib.decompress(base64.b64decode(meta["initial_state"]))
+    leaves = tuple(torch.load(io.BytesIO(initial), weights_only=True))
+    return ExportedStep(program, meta["input_size"], meta["output_size"], tuple(meta["state_names"]), leaves,
+                        meta["config"])  # fmt: skip
 
 
 # -- the command line ----------------------------------------------------------------------------
