@@ -13,7 +13,7 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-NAMES = ["property_testing_addressing", "compiled_inference"]
+NAMES = ["composing_memory_ops", "property_testing_addressing", "compiled_inference"]
 #: What a run may leave in the repository anyway (caches of the tools, not of the notebooks).
 IGNORED = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache"}
 
