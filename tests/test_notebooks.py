@@ -14,8 +14,8 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NAMES = ["composing_memory_ops", "property_testing_addressing", "compiled_inference"]
-#: What a run may leave in the repository anyway (caches of the tools, not of the notebooks).
-IGNORED = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache"}
+#: Top-level folders a test run may change anyway (the tools' own caches, not the notebooks').
+IGNORED = {".git", ".venv", "venv", ".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache"}
 
 
 def notebook_paths() -> list[Path]:
@@ -25,7 +25,10 @@ def notebook_paths() -> list[Path]:
 def repository_files() -> set[str]:
     found = set()
     for directory, subdirs, files in os.walk(ROOT):
-        subdirs[:] = [d for d in subdirs if d not in IGNORED and not d.endswith(".egg-info")]
+        top = Path(directory) == ROOT
+        subdirs[:] = [
+            d for d in subdirs if d != "__pycache__" and not (top and (d in IGNORED or d.endswith(".egg-info")))
+        ]
         found.update(str(Path(directory, f).relative_to(ROOT)) for f in files)
     return found
 
