@@ -26,7 +26,7 @@ from memfn.controllers import Controller, LSTMState, RNNState, controller, gru, 
 from memfn.dense import DNCState, dnc
 from memfn.interface import DNCInterface, dnc_interface_size, split_dnc_interface
 from memfn.memory import Memory
-from memfn.modules import DNC, MemoryNetwork, MemoryView, detach
+from memfn.modules import DNC, MemoryNetwork, MemoryView, clone, detach
 from memfn.numerics import cosine_similarity, exclusive_cumprod, oneplus, weighted_softmax
 from memfn.sparse import SAMState, sam
 from memfn.sparse_modules import SAM, SDNC
@@ -46,6 +46,7 @@ __all__ = [
     "sparse_addressing",
     "MemoryNetwork",
     "MemoryView",
+    "clone",
     "detach",
     "Cell",
     "CellState",

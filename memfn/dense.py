@@ -15,7 +15,7 @@ from memfn.interface import (
     interface_field_sizes,
     split_dnc_interface,
 )
-from memfn.memory import Memory, default_dtype
+from memfn.memory import Memory, default_dtype, ensure_fits
 from memfn.validation import positive_int
 
 
@@ -107,6 +107,8 @@ def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> DNCState:
         # Zero memory and weights: the paper's initial state, and deterministic.
         z = dict(dtype=default_dtype(dtype), device=device)
+        item = torch.empty((), dtype=z["dtype"]).element_size()
+        ensure_fits(n * (n + w + r + 3) * item, f"a dense DNC memory of {n:,} cells (its N x N link matrix)", device)
         return DNCState(
             memory=torch.zeros(n, w, **z),
             link_matrix=torch.zeros(1, n, n, **z),

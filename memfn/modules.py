@@ -26,7 +26,7 @@ from memfn.dense import DNCState, dnc
 from memfn.dense import read as dense_read
 from memfn.dense import write as dense_write
 from memfn.interface import DNCInterface
-from memfn.memory import Memory
+from memfn.memory import Memory, ensure_fits, zeros
 from memfn.validation import one_of, positive_int, probability
 
 
@@ -60,6 +60,12 @@ def _transforms_active() -> bool:
 def detach(hidden: Any) -> Any:
     """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks."""
     return optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
+
+
+def clone(hidden: Any) -> Any:
+    """Copy every tensor of a hidden state (any nesting): a state to reuse after passing it to a
+    SAM/SDNC fast-path call, which consumes the buffers it is given."""
+    return optree.tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
 
 
 def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -> torch.device:
@@ -191,6 +197,7 @@ class MemoryNetwork(nn.Module):
             for layer in range(self.num_layers)
         ]
         self.output_size = self.input_size if output_size is None else positive_int("output_size", output_size)
+        self.controller_configs = ctrls
         self.cell = memory_cell(ctrls, mems[0] if self.share_memory else mems, self.input_size, self.output_size, clip)
         self._eager_step = batched_step(self.cell, use_vmap=False)
 
@@ -239,11 +246,27 @@ class MemoryNetwork(nn.Module):
 
     def _zeros(self, batch_size: int, like: Tensor) -> CellState:
         one = self.cell.init_state(like.dtype, like.device)
-        return optree.tree_map(lambda t: t.unsqueeze(0).expand(batch_size, *t.shape).contiguous(), one)
+        nbytes = sum(t.numel() * t.element_size() for t in optree.tree_leaves(one)) * batch_size
+        ensure_fits(nbytes, f"the {type(self).__name__} state for a batch of {batch_size}", like.device)
+
+        def batched(t: Tensor) -> Tensor:
+            # Large all-zero leaves (a sparse memory) stay lazily zero-filled: the OS maps zero pages
+            # only when touched, so a million-cell memory costs nothing until it is written.
+            if getattr(t, "memfn_all_zeros", False):
+                return zeros(batch_size, *t.shape, dtype=t.dtype, device=t.device)
+            return t.unsqueeze(0).expand(batch_size, *t.shape).contiguous()
+
+        return optree.tree_map(batched, one)
 
     def _check(self, name: str, value: Any, expected: Tensor) -> Tensor:
         if not isinstance(value, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+        if getattr(value, "_memfn_donated", False):
+            raise ValueError(
+                f"{name} was consumed by an earlier forward call: the SAM/SDNC fast path updates the memory in "
+                "place and takes over the buffers of the state passed in (like JAX buffer donation). Pass "
+                "memfn.clone(hidden) to keep a state you want to reuse, or build the module with fast=False"
+            )
         if value.shape != expected.shape:
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)}, expected {tuple(expected.shape)} "
@@ -300,6 +323,7 @@ class MemoryNetwork(nn.Module):
                 for i, (g, z) in enumerate(zip(chx, zero.controller))
             )
         mstates = zero.memory
+        self.fresh_memory = mhx is None or reset_experience  # all zeros: nothing to index yet
         if mhx is not None and not reset_experience:
             if self.share_memory:
                 mstates = self._memory_state("memory", mhx, zero.memory)
@@ -365,13 +389,9 @@ class MemoryNetwork(nn.Module):
         params = self.step_params()
         kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
         trace: list | None = [] if self.debug else None
-        # Debug views need every layer's state, so they run the eager step.
-        step = self._eager_step if self.debug else self._step()
         if trace is not None:
             kwargs["trace"] = trace
-        # The debug trace records states as they are computed, so it cannot be recomputed in segments.
-        every = None if self.debug else self.checkpoint_every
-        ys, state = run(step, params, state, xs, lengths, every, **kwargs)
+        ys, state = self.run_sequence(params, state, xs, lengths, kwargs)
         if lengths is not None:
             output: Tensor | PackedSequence = pack_padded_sequence(ys, lengths, enforce_sorted=False)
         else:
@@ -380,6 +400,16 @@ class MemoryNetwork(nn.Module):
         if trace is None:
             return output, hidden
         return output, hidden, self.debug_record(trace, None if lengths is None else int(lengths[0]))
+
+    def run_sequence(
+        self, params: dict[str, Tensor], state: CellState, xs: Tensor, lengths: Tensor | None, kwargs: dict[str, Any]
+    ) -> tuple[Tensor, CellState]:
+        """Run the batched step over ``xs`` ``[T, B, I]`` from ``state`` (subclasses may pick a faster way)."""
+        # Debug views need every layer's state, so they run the eager step; the debug trace records
+        # states as they are computed, so it cannot be recomputed in segments either.
+        step = self._eager_step if self.debug else self._step()
+        every = None if self.debug else self.checkpoint_every
+        return run(step, params, state, xs, lengths, every, **kwargs)
 
     def debug_record(self, trace: list, length: int | None = None) -> dict[str, np.ndarray]:
         """``dnc``'s debug dictionary: batch element 0, one row per (time, layer), flattened.
@@ -524,4 +554,4 @@ class DNC(MemoryNetwork):
         )  # fmt: skip
 
 
-__all__ = ["DNC", "DNCState", "DenseMemoryView", "MemoryNetwork", "MemoryView", "detach", "resolve_device"]
+__all__ = ["DNC", "DNCState", "DenseMemoryView", "MemoryNetwork", "MemoryView", "clone", "detach", "resolve_device"]

@@ -18,7 +18,7 @@ from torch import Tensor
 from memfn import sparse_addressing as S
 from memfn.interface import check_interface
 from memfn.knn import KNNConfig, knn_config, nearest_cells
-from memfn.memory import Memory, default_dtype
+from memfn.memory import Memory, default_dtype, ensure_fits, zeros
 from memfn.numerics import oneplus
 from memfn.validation import positive_int
 
@@ -93,15 +93,17 @@ def usage(state: SAMState) -> Tensor:
 
 def initial_sparse_state(n: int, w: int, r: int, read_slots: int, dtype, device) -> SAMState:
     """Zero memory; each head's read slots on cells ``0..P-1`` with zero weight (no access yet)."""
+    item = torch.empty((), dtype=dtype).element_size()
+    ensure_fits(n * (w * item + 8), f"a sparse memory of {n:,} cells x {w} ({dtype})", device)
     slots = r * read_slots + 1
     positions = torch.arange(read_slots, device=device) % n
     return SAMState(
-        memory=torch.zeros(n, w, dtype=dtype, device=device),
+        memory=zeros(n, w, dtype=dtype, device=device),
         read_positions=positions.expand(r, read_slots).clone(),
         read_weights=torch.zeros(r, read_slots, dtype=dtype, device=device),
         write_positions=torch.zeros(slots, dtype=torch.long, device=device),
         write_weights=torch.zeros(slots, dtype=dtype, device=device),
-        last_access=torch.zeros(n, dtype=torch.long, device=device),
+        last_access=zeros(n, dtype=torch.long, device=device),
         time=torch.zeros((), dtype=torch.long, device=device),
     )
 
@@ -173,7 +175,20 @@ def sam(
         positions, weights = content_read(state.memory, io.read_keys, io.read_strengths, k, search)
         return finish_step(state, positions, weights)
 
-    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields)
+    config = SparseConfig(n, w, r, k, 0, search, size)
+    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields, config=config)
+
+
+class SparseConfig(NamedTuple):
+    """A SAM/SDNC memory's configuration, as the fast path (:mod:`memfn.sparse_fast`) needs it."""
+
+    nr_cells: int
+    cell_size: int
+    read_heads: int
+    sparse_reads: int
+    temporal_reads: int  # 0 for SAM
+    knn: KNNConfig
+    interface_size: int
 
 
 def _sparse_reads(sparse_reads: int, nr_cells: int) -> int:

@@ -17,9 +17,11 @@ import torch
 from torch import Tensor
 
 from memfn import sparse_addressing as S
+from memfn.cell import batched_step, memory_cell, run
 from memfn.memory import Memory
-from memfn.modules import _UNSET, MemoryNetwork
+from memfn.modules import _UNSET, MemoryNetwork, _transforms_active
 from memfn.sparse import sam, usage
+from memfn.sparse_fast import SparseEngine
 from memfn.sparse_temporal import sdnc
 
 #: Constructor arguments that configure the memory itself (the rest go to MemoryNetwork).
@@ -32,10 +34,49 @@ class _SparseNetwork(MemoryNetwork):
         """Split the constructor's arguments into the memory's and the network's; keep the memory's
         as attributes (``rnn.nr_cells``, ...) as pytorch-dnc does."""
         arguments = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
+        fast = arguments.pop("fast")
         memory = {k: arguments.pop(k) for k in _MEMORY_OPTIONS if k in arguments}
         for name, value in memory.items():
             setattr(self, name, value)
         MemoryNetwork.__init__(self, lambda: factory(**memory), **arguments)
+        if not isinstance(fast, bool):
+            raise ValueError(f"fast must be True or False, got {fast!r}")
+        self.fast = fast
+        self._indexes: dict[int, tuple[int, int, list]] = {}  # layer -> (buffer address, version, indexes)
+
+    def uses_fast_path(self, lengths: Tensor | None = None) -> bool:
+        """Whether a forward call takes the fast path: ``fast=True`` and none of what it cannot do
+        (debug views, ``compile``, ``checkpoint_every``, packed sequences, ``torch.func`` transforms)."""
+        return (self.fast and not self.debug and not self.use_compile and not self.checkpoint_every
+                and lengths is None and not _transforms_active())  # fmt: skip
+
+    def run_sequence(self, params, state, xs, lengths, kwargs):
+        if not self.uses_fast_path(lengths):
+            return super().run_sequence(params, state, xs, lengths, kwargs)
+        layers = [state.memory] if self.share_memory else list(state.memory)
+        engines = [
+            SparseEngine(self.memory_config.config, s, self._cached_indexes(i, s), empty=self.fresh_memory)
+            for i, s in enumerate(layers)
+        ]
+        mems = [e.memory() for e in engines]
+        cell = memory_cell(self.controller_configs, mems[0] if self.share_memory else mems, self.input_size,
+                           self.output_size, self.clip)  # fmt: skip
+        starts = [e.initial_state() for e in engines]
+        state = state._replace(memory=starts[0] if self.share_memory else tuple(starts))
+        ys, state = run(batched_step(cell, use_vmap=False), params, state, xs, None, None, **kwargs)
+        ends = [state.memory] if self.share_memory else list(state.memory)
+        finals = [e.final_state(m) for e, m in zip(engines, ends)]
+        for i, (engine, final) in enumerate(zip(engines, finals)):
+            if engine.indexes is not None:
+                self._indexes[i] = (final.memory.data_ptr(), final.memory._version, engine.indexes)
+        return ys, state._replace(memory=finals[0] if self.share_memory else tuple(finals))
+
+    def _cached_indexes(self, layer: int, state: Any) -> list | None:
+        """The faiss indexes left by the previous call, if ``state`` continues from its memory buffer."""
+        cached = self._indexes.pop(layer, None)
+        if cached and cached[:2] == (state.memory.data_ptr(), state.memory._version):
+            return cached[2]
+        return None
 
     def debug_view(self, state: Any) -> dict[str, Tensor]:
         """pytorch-dnc's debug keys for one example; weightings are shown dense over the N cells."""
@@ -106,6 +147,7 @@ class SAM(_SparseNetwork):
         index: str = "flat",
         num_lists: int | None = None,
         index_checks: int | None = None,
+        fast: bool = True,
     ) -> None:
         self._build(sam, locals())
 
@@ -159,6 +201,7 @@ class SDNC(_SparseNetwork):
         index: str = "flat",
         num_lists: int | None = None,
         index_checks: int | None = None,
+        fast: bool = True,
     ) -> None:
         self._build(sdnc, locals())
 

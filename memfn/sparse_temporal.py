@@ -28,8 +28,9 @@ from torch import Tensor
 from memfn import sparse_addressing as S
 from memfn.interface import BACKWARD, CONTENT, FORWARD, NUM_READ_MODES, check_interface
 from memfn.knn import knn_config
-from memfn.memory import Memory, default_dtype
+from memfn.memory import Memory, default_dtype, zeros
 from memfn.sparse import (
+    SparseConfig,
     _ByName,
     _sparse_reads,
     content_read,
@@ -103,6 +104,35 @@ def sparse_link_rows(
 
     For the rows view ``a = w, b = p_{t-1}``; for the transposed view ``a = p_{t-1}, b = w``.
     """
+    update = link_row_updates(positions, values, other_positions, rows, row_positions, row_weights, col_positions,
+                              col_weights, write_positions, write_weights)  # fmt: skip
+    return apply_link_row_updates(positions, values, update)
+
+
+class LinkRowUpdate(NamedTuple):
+    """The rows of one sparse link view that a step changes (see :func:`sparse_link_rows`)."""
+
+    decaying: Tensor  # [S * L] rows that only decay
+    decayed: Tensor  # [S * L, L] their new values (same positions)
+    rows: Tensor  # [U] rows rebuilt
+    cells: Tensor  # [U, L] their new positions
+    values: Tensor  # [U, L] and values
+
+
+def link_row_updates(
+    positions: Tensor,
+    values: Tensor,
+    other_positions: Tensor,
+    rows: Tensor,
+    row_positions: Tensor,
+    row_weights: Tensor,
+    col_positions: Tensor,
+    col_weights: Tensor,
+    write_positions: Tensor,
+    write_weights: Tensor,
+) -> LinkRowUpdate:
+    """The changed rows of :func:`sparse_link_rows`, computed from the view before the step, so they
+    can be applied out of place (pure) or in place (the fast path) with the same result."""
     keep = positions.shape[-1]
 
     def decay(row_cells: Tensor, entry_cells: Tensor) -> Tensor:  # D at (row, entry), clamped at 0
@@ -112,11 +142,9 @@ def sparse_link_rows(
 
     # 1. Rows that link to a written cell j (found through the other view's row j) only decay.
     decaying = S.gather_rows(other_positions, write_positions).flatten(-2)  # [S * L]
-    entry_cells = S.gather_rows(positions, decaying)
-    decayed = S.gather_rows(values, decaying) * decay(decaying, entry_cells)
-    new_values = values.scatter(-2, decaying.unsqueeze(-1).expand_as(decayed), decayed)
+    decayed = S.gather_rows(values, decaying) * decay(decaying, S.gather_rows(positions, decaying))
     # 2. Rows in the support of a or w: decay, add a[i] b^T, zero the diagonal, keep the L largest.
-    old_cells = S.gather_rows(positions, rows)  # [U, L], from the view before step 1
+    old_cells = S.gather_rows(positions, rows)  # [U, L]
     old_values = S.gather_rows(values, rows) * decay(rows, old_cells)
     a_rows = S.weights_at(rows, row_positions, row_weights).unsqueeze(-1)  # [U, 1]
     new_cells = col_positions.unsqueeze(-2).expand(*rows.shape, col_positions.shape[-1])
@@ -124,8 +152,21 @@ def sparse_link_rows(
     candidates = torch.cat([old_values, a_rows * col_weights.unsqueeze(-2)], -1)
     candidates = torch.where(cells == rows.unsqueeze(-1), torch.zeros_like(candidates), candidates)
     kept_cells, kept_values = S.top_slots(cells, candidates, keep)
-    index = rows.unsqueeze(-1).expand_as(kept_cells)
-    return positions.scatter(-2, index, kept_cells), new_values.scatter(-2, index, kept_values)
+    return LinkRowUpdate(decaying, decayed, rows, kept_cells, kept_values)
+
+
+def apply_link_row_updates(
+    positions: Tensor, values: Tensor, update: LinkRowUpdate, in_place: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Write an update into a view: decayed rows first, then the rebuilt rows over them. A row listed
+    twice gets the same values each time (they depend on the row alone), so repeats are harmless."""
+    decay_index = update.decaying.unsqueeze(-1).expand_as(update.decayed)
+    row_index = update.rows.unsqueeze(-1).expand_as(update.cells)
+    if in_place:
+        values.scatter_(-2, decay_index, update.decayed).scatter_(-2, row_index, update.values)
+        return positions.scatter_(-2, row_index, update.cells), values
+    values = values.scatter(-2, decay_index, update.decayed).scatter(-2, row_index, update.values)
+    return positions.scatter(-2, row_index, update.cells), values
 
 
 def sparse_directional_read_weights(
@@ -141,19 +182,56 @@ def sparse_directional_read_weights(
     return S.top_slots(cells, weights, keep)
 
 
-def update_links(state: SDNCState) -> SDNCState:
-    """Links and precedence after this step's write (state holds the new write slots, old links)."""
-    wp, ww = state.write_positions, state.write_weights.detach()
-    pp, pv = state.precedence_positions, state.precedence
-    write_rows = wp
-    link_pos, link_val = sparse_link_rows(
-        state.link_positions, state.link_matrix, state.rev_link_positions, write_rows, wp, ww, pp, pv, wp, ww
-    )
+def temporal_read_slots(
+    link_positions: Tensor,
+    link_values: Tensor,
+    rev_positions: Tensor,
+    rev_values: Tensor,
+    prev_read_positions: Tensor,
+    prev_read_weights: Tensor,
+    modes: Tensor,
+    keep: int,
+) -> tuple[Tensor, Tensor]:
+    """The temporal read slots ``[R, 2L]``: backward ``pi_b b`` then forward ``pi_f f`` (modes ``[R, 3]``)."""
+    prev = (prev_read_positions, prev_read_weights)
+    fwd_pos, fwd = sparse_directional_read_weights(rev_positions, rev_values, *prev, keep)
+    bwd_pos, bwd = sparse_directional_read_weights(link_positions, link_values, *prev, keep)
+    weights = torch.cat([modes[..., BACKWARD : BACKWARD + 1] * bwd, modes[..., FORWARD : FORWARD + 1] * fwd], -1)
+    return torch.cat([bwd_pos, fwd_pos], -1), weights
+
+
+def temporal_updates(
+    link_positions: Tensor,
+    link_values: Tensor,
+    rev_positions: Tensor,
+    rev_values: Tensor,
+    prec_positions: Tensor,
+    prec_values: Tensor,
+    write_positions: Tensor,
+    write_weights: Tensor,
+) -> tuple[LinkRowUpdate, LinkRowUpdate, tuple[Tensor, Tensor]]:
+    """What a write changes in both link views and the precedence, all from the state before it.
+
+    Rows view: ``a = w, b = p_{t-1}``, rebuilt rows = the written cells. Transposed view: ``a = p_{t-1},
+    b = w``, rebuilt rows = the precedence cells and the written cells. The links use the
+    precedence from *before* this write.
+    """
+    wp, ww, pp, pv = write_positions, write_weights, prec_positions, prec_values
+    rows_update = link_row_updates(link_positions, link_values, rev_positions, wp, wp, ww, pp, pv, wp, ww)
     rev_rows = torch.cat([pp, wp], -1)
-    rev_pos, rev_val = sparse_link_rows(
-        state.rev_link_positions, state.rev_link_matrix, state.link_positions, rev_rows, pp, pv, wp, ww, wp, ww
-    )
-    prec_pos, prec_val = sparse_precedence(pp, pv, wp, ww, pp.shape[-1])
+    rev_update = link_row_updates(rev_positions, rev_values, link_positions, rev_rows, pp, pv, wp, ww, wp, ww)
+    return rows_update, rev_update, sparse_precedence(pp, pv, wp, ww, pp.shape[-1])
+
+
+def update_links(state: SDNCState) -> SDNCState:
+    """Links and precedence after this step's write (state holds the new write slots, old links).
+    No gradient passes through them (as in the paper): the write weights enter detached."""
+    rows_update, rev_update, (prec_pos, prec_val) = temporal_updates(
+        state.link_positions, state.link_matrix, state.rev_link_positions, state.rev_link_matrix,
+        state.precedence_positions, state.precedence, state.write_positions, state.write_weights.detach(),
+    )  # fmt: skip
+    link_pos, link_val = apply_link_row_updates(state.link_positions, state.link_matrix, rows_update)
+    rev_pos, rev_val = apply_link_row_updates(state.rev_link_positions, state.rev_link_matrix, rev_update)
     return state._replace(
         link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val, rev_link_positions=rev_pos,
         precedence=prec_val, precedence_positions=prec_pos,
@@ -198,11 +276,13 @@ def sdnc(
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SDNCState:
         dtype = default_dtype(dtype)
         base = initial_sparse_state(n, w, r, 2 * links + k, dtype, device)
-        zeros = torch.zeros(n, links, dtype=dtype, device=device)
-        cells = torch.zeros(n, links, dtype=torch.long, device=device)  # empty slots: value 0
+        def empty(dtype):  # empty link slots: value 0 (their cell does not matter)
+            return zeros(n, links, dtype=dtype, device=device)
+
         return SDNCState(
-            *base, link_matrix=zeros, link_positions=cells, rev_link_matrix=zeros.clone(),
-            rev_link_positions=cells.clone(), precedence=zeros[0].clone(), precedence_positions=cells[0].clone(),
+            *base, link_matrix=empty(dtype), link_positions=empty(torch.long), rev_link_matrix=empty(dtype),
+            rev_link_positions=empty(torch.long), precedence=torch.zeros(links, dtype=dtype, device=device),
+            precedence_positions=torch.zeros(links, dtype=torch.long, device=device),
         )  # fmt: skip
 
     def step(state: SDNCState, xi: Tensor) -> tuple[Tensor, SDNCState]:
@@ -212,20 +292,16 @@ def sdnc(
         prev_positions, prev_weights = state.read_positions, state.read_weights
         state = update_links(sparse_write(state, io.write_vector, io.interpolation_gate, io.write_gate))
         content_pos, content = content_read(state.memory, io.read_keys, io.read_strengths, k, search)
-        fwd_pos, fwd = sparse_directional_read_weights(
-            state.rev_link_positions, state.rev_link_matrix, prev_positions, prev_weights, links
-        )
-        bwd_pos, bwd = sparse_directional_read_weights(
-            state.link_positions, state.link_matrix, prev_positions, prev_weights, links
-        )
-        positions = torch.cat([bwd_pos, fwd_pos, content_pos], -1)
-        weights = torch.cat(
-            [modes[..., BACKWARD : BACKWARD + 1] * bwd, modes[..., FORWARD : FORWARD + 1] * fwd,
-             modes[..., CONTENT : CONTENT + 1] * content], -1,
+        temporal_pos, temporal = temporal_read_slots(
+            state.link_positions, state.link_matrix, state.rev_link_positions, state.rev_link_matrix,
+            prev_positions, prev_weights, modes, links,
         )  # fmt: skip
+        positions = torch.cat([temporal_pos, content_pos], -1)
+        weights = torch.cat([temporal, modes[..., CONTENT : CONTENT + 1] * content], -1)
         return finish_step(state, positions, weights)
 
-    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields)
+    config = SparseConfig(n, w, r, k, links, search, size)
+    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields, config=config)
 
 
 __all__ = [

@@ -138,7 +138,7 @@ def test_sdnc_forward_and_backward_links_stay_distinct_after_a_round_trip():
         assert torch.equal(state.memory[key], mhx[key]), key
     as_dict = {k: mhx[k] for k in mhx.keys()}
     x = x_of(time=2)
-    out_a, (_, after_a, _) = rnn(x, (chx, mhx, rv))
+    out_a, (_, after_a, _) = rnn(x, memfn.clone((chx, mhx, rv)))  # the fast path consumes what it is given
     out_b, (_, after_b, _) = rnn(x, (chx, as_dict, rv))
     torch.testing.assert_close(out_a, out_b)
     assert not torch.equal(after_a["link_matrix"], after_a["rev_link_matrix"])
@@ -152,7 +152,7 @@ def test_reset_experience_and_pass_through_memory(cls):
     reset, _ = rnn(x, (hidden[0], hidden[1], None), reset_experience=True)
     fresh, _ = rnn(x, (hidden[0], None, None))
     torch.testing.assert_close(reset, fresh)
-    bypass, (_, mhx, rv) = rnn(x, hidden, pass_through_memory=False)
+    bypass, (_, mhx, rv) = rnn(x, memfn.clone(hidden), pass_through_memory=False)
     assert_trees_close(mhx, hidden[1])
     assert (rv == 0).all()
 
@@ -208,14 +208,98 @@ def test_faiss_backend_runs_and_matches_exact_where_no_ties(cls):
     # Prime with a random memory so nearest cells are unique (a zero memory is all ties).
     _, (chx, mhx, rv) = exact(x)
     mhx = mhx._replace(memory=torch.randn_like(mhx.memory))
-    out_e, _ = exact(x[:, :1], (chx, mhx, rv))
+    out_e, _ = exact(x[:, :1], memfn.clone((chx, mhx, rv)))
     out_f, _ = flat(x[:, :1], (chx, mhx, rv))
     torch.testing.assert_close(out_f, out_e)
+
+
+# -- the fast path ----------------------------------------------------------------------------------
+
+
+@shells
+@pytest.mark.parametrize("config", [{}, {"num_layers": 2, "share_memory": False}, {"num_layers": 2}])
+def test_fast_path_equals_the_pure_step_outputs_and_gradients(cls, config):
+    torch.manual_seed(3)
+    fast = small(cls, **config).double()
+    pure = small(cls, fast=False, **config).double()
+    pure.load_state_dict(fast.state_dict())
+    assert fast.uses_fast_path() and not pure.uses_fast_path()
+    x = x_of(time=9).double()
+    out_f, hid_f = fast(x)
+    out_p, hid_p = pure(x)
+    torch.testing.assert_close(out_f, out_p)
+    assert_trees_close(hid_f, hid_p)
+    (out_f.square().sum() + hid_f[2].sum()).backward()
+    (out_p.square().sum() + hid_p[2].sum()).backward()
+    for (name, pf), pp in zip(fast.named_parameters(), pure.parameters()):
+        torch.testing.assert_close(pf.grad, pp.grad, msg=name)
+    # Continuing from the returned state (which the fast call then consumes) still agrees.
+    x2 = x_of(time=4).double()
+    torch.testing.assert_close(fast(x2, memfn.detach(hid_f))[0], pure(x2, memfn.detach(hid_p))[0])
+
+
+@shells
+def test_fast_path_gradient_reaches_a_learned_initial_memory(cls):
+    fast = small(cls).double()
+    pure = small(cls, fast=False).double()
+    pure.load_state_dict(fast.state_dict())
+    _, (chx, mhx, rv) = pure(x_of().double())
+    start = torch.randn_like(mhx.memory).requires_grad_()
+    x = x_of().double()
+    grads = []
+    for rnn in (fast, pure):
+        # clone: the fast call consumes the buffers it is given (detach would share them).
+        hidden = (memfn.clone(chx), memfn.clone(mhx)._replace(memory=start), rv.detach())
+        out, _ = rnn(x, hidden)
+        (grad,) = torch.autograd.grad(out.square().sum(), start)
+        grads.append(grad)
+    torch.testing.assert_close(*grads)
+    assert start.shape == mhx.memory.shape  # a tensor that requires grad is copied, never consumed
+
+
+def test_fast_path_backward_twice_with_retain_graph_gives_the_same_gradients():
+    rnn = small(SAM)
+    out, _ = rnn(x_of())
+    first = torch.autograd.grad(out.square().sum(), list(rnn.parameters()), retain_graph=True)
+    second = torch.autograd.grad(out.square().sum(), list(rnn.parameters()))
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
+@shells
+def test_a_consumed_hidden_state_cannot_be_used_again_by_mistake(cls):
+    rnn = small(cls)
+    _, hidden = rnn(x_of())
+    kept = memfn.clone(hidden)
+    rnn(x_of(), hidden)
+    with pytest.raises(ValueError, match=r"consumed by an earlier forward call.*memfn.clone\(hidden\)"):
+        rnn(x_of(), hidden)
+    rnn(x_of(), kept)  # the clone is independent
+
+
+def test_the_maintained_faiss_index_is_reused_across_calls_and_searches_sublinearly():
+    pytest.importorskip("faiss")
+    rnn = small(SAM, nr_cells=400, knn="faiss", index="ivf")
+    _, hidden = rnn(x_of(time=20))
+    indexes = rnn._indexes[0][2]
+    assert len(indexes) == B and all(i.count > 0 for i in indexes)
+    _, hidden = rnn(x_of(time=5), hidden)
+    assert rnn._indexes[0][2] is indexes  # continued, not rebuilt
+    _, other = rnn(x_of(time=5))  # a fresh memory gets fresh indexes
+    assert rnn._indexes[0][2] is not indexes
+
+
+def test_a_memory_that_cannot_fit_fails_before_allocating():
+    with pytest.raises(MemoryError, match=r"needs [\d.]+ GiB but only [\d.]+ GiB"):
+        SAM(I, H, nr_cells=10**9, cell_size=64)(x_of(time=1))
+    with pytest.raises(MemoryError, match="N x N link matrix"):
+        memfn.dnc(nr_cells=10**6, cell_size=8, read_heads=1).init()
 
 
 @pytest.mark.parametrize(
     "kwargs, match",
     [
+        ({"fast": "yes"}, "fast must be True or False"),
         ({"sparse_reads": 0}, "sparse_reads must be an integer >= 1"),
         ({"sparse_reads": N + 1}, rf"sparse_reads must be in \[1, nr_cells={N}\]"),
         ({"knn": "annoy"}, "knn must be one of"),

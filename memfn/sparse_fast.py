@@ -1,0 +1,367 @@
+"""The fast path of SAM and SDNC: in-place row updates, sparse backward, no O(N) work per step.
+
+The pure ``step`` of :func:`memfn.sam` / :func:`memfn.sdnc` returns a new memory every step; autograd
+then keeps every version (T x N x W floats) and every step copies the whole memory. Here a step
+touches only the rows it reads or writes (Rae et al. 2016, "efficient backpropagation"):
+
+- the memory ``[B, N, W]`` is one buffer updated in place (:class:`_WriteRows`); the rows each step
+  reads are gathered as copies (:class:`_GatherRows`). Neither saves the memory for backward;
+- backward walks the steps in reverse with the gradient of the memory kept only for the rows the
+  sequence touched (:class:`RowTape`): a read adds to its rows' gradient, a write maps the
+  gradient of its rows back through ``M_t = (1 - e) o M_{t-1} + w v^T``. Autograd orders these
+  calls through a chain of tiny "token" tensors, one per step;
+- usage stamps are updated in place and the least-used cell comes from block minima (O(sqrt N));
+- SDNC links are updated in place (no gradient passes through them, as in the pure step);
+- with ``knn="faiss"`` a :class:`~memfn.ann_index.MaintainedIndex` per example is updated with
+  only the rewritten rows and searched, instead of an exact O(N) top-k.
+
+It gives the pure step's outputs and gradients (tested in float64). It *consumes* the big leaves of
+the state it starts from (memory, stamps, link tables), like JAX buffer donation: see
+:func:`donate`. Gradients do not flow into the memory of a previous call (as after
+:func:`memfn.detach`); use the pure path (``fast=False``) to backpropagate through several calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from memfn import sparse_addressing as S
+from memfn.ann_index import MaintainedIndex
+from memfn.interface import CONTENT, NUM_READ_MODES, check_interface
+from memfn.knn import KNNConfig, _fill_missing, nearest_cells
+from memfn.memory import Memory
+from memfn.numerics import COSINE_EPS
+from memfn.sparse import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
+from memfn.sparse_temporal import SDNCState, apply_link_row_updates, temporal_read_slots, temporal_updates
+
+#: Marks a tensor emptied by :func:`donate`, for a clear error if it is passed in again.
+DONATED = "_memfn_donated"
+
+
+class RowTape:
+    """The memory buffer and, during backward, the gradient of the rows the sequence touched.
+
+    Every gather and write records its positions ``[B, P]``. At the first backward call of a pass
+    the recorded rows are numbered (``unique`` over ``b * N + cell``) and a compact gradient
+    ``[U, W]`` is allocated: O(T x rows per step), not O(N).
+    """
+
+    def __init__(self, memory: Tensor) -> None:
+        self.memory = memory  # [B, N, W], updated in place
+        self.records: list[Tensor] = []
+        self.slots: list[Tensor] | None = None
+        self.grad: Tensor | None = None
+        self.unique: Tensor | None = None
+        self._last = -1
+
+    def record(self, positions: Tensor) -> int:
+        self.records.append(positions)
+        self.slots = None
+        return len(self.records) - 1
+
+    def enter(self, record: int) -> None:
+        """Called once at the start of each backward call. Backward visits records in decreasing
+        order; a record at or above the last one visited means a new backward pass (e.g. with
+        ``retain_graph``): start again from a zero gradient."""
+        if self.slots is None or record >= self._last:
+            b, n = self.memory.shape[:2]
+            offset = torch.arange(b, device=self.memory.device).unsqueeze(-1) * n
+            flat = torch.cat([(p.reshape(b, -1) + offset).reshape(-1) for p in self.records])
+            self.unique, inverse = torch.unique(flat, return_inverse=True)
+            sizes = [p.numel() for p in self.records]
+            self.slots = [s.reshape(p.shape) for s, p in zip(inverse.split(sizes), self.records)]
+            self.grad = self.memory.new_zeros(len(self.unique), self.memory.shape[-1])
+        self._last = record
+
+    def grad_rows(self, record: int) -> Tensor:
+        return self.grad[self.slots[record]]  # type: ignore[index]
+
+    def add_grad_rows(self, record: int, grad: Tensor) -> None:
+        self.grad.index_add_(0, self.slots[record].reshape(-1), grad.reshape(-1, grad.shape[-1]))  # type: ignore
+
+    def set_grad_rows(self, record: int, grad: Tensor) -> None:
+        self.grad[self.slots[record].reshape(-1)] = grad.reshape(-1, grad.shape[-1])  # type: ignore[index]
+
+    def full_grad(self) -> Tensor:
+        """The gradient of the memory before the first step, as a dense ``[B, N, W]`` (once per pass)."""
+        out = torch.zeros_like(self.memory)
+        if self.grad is not None:
+            out.view(-1, out.shape[-1]).index_copy_(0, self.unique, self.grad)
+        return out
+
+
+def _row_index(positions: Tensor, width: int) -> Tensor:
+    return positions.unsqueeze(-1).expand(*positions.shape, width)
+
+
+class _Start(torch.autograd.Function):
+    """The first token; its backward hands the initial memory its gradient (if it wants one)."""
+
+    @staticmethod
+    def forward(ctx, leaf: Tensor, memory: Tensor, tape: RowTape) -> Tensor:  # type: ignore[override]
+        ctx.tape = tape
+        return leaf.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        memory_grad = ctx.tape.full_grad() if ctx.needs_input_grad[1] else None
+        return torch.zeros_like(grad), memory_grad, None
+
+
+class _WriteRows(torch.autograd.Function):
+    """``M_t = (1 - e) o M_{t-1} + w v^T`` on the rows ``positions`` ``[B, S]``, in place.
+
+    e ``[B, S]`` (1 where the slot's cell is erased), w ``[B, S]``, v ``[B, W]``. Repeated cells add
+    their weights. Backward reads the gradient of the new rows, returns those of ``w`` and ``v``
+    and leaves the gradient of the old rows, ``(1 - e) o g``, in the tape.
+    """
+
+    @staticmethod
+    def forward(ctx, token, weights, vector, tape, positions, erase):  # type: ignore[override]
+        index = _row_index(positions, vector.shape[-1])
+        same = (positions.unsqueeze(-1) == positions.unsqueeze(-2)).to(weights.dtype)  # [B, S, S]
+        added = same @ (weights.unsqueeze(-1) * vector.unsqueeze(-2))  # each slot's cell's total write
+        rows = tape.memory.gather(1, index) * (1.0 - erase).unsqueeze(-1) + added
+        tape.memory.scatter_(1, index, rows)  # repeats carry identical rows
+        ctx.tape, ctx.record = tape, tape.record(positions)
+        ctx.save_for_backward(weights, vector, erase)
+        return token.clone()
+
+    @staticmethod
+    def backward(ctx, grad_token):  # type: ignore[override]
+        weights, vector, erase = ctx.saved_tensors
+        ctx.tape.enter(ctx.record)
+        g = ctx.tape.grad_rows(ctx.record)  # [B, S, W] = dL/dM_t at each slot's cell
+        d_weights = (g * vector.unsqueeze(-2)).sum(-1)
+        d_vector = (weights.unsqueeze(-1) * g).sum(-2)
+        ctx.tape.set_grad_rows(ctx.record, g * (1.0 - erase).unsqueeze(-1))
+        return grad_token, d_weights, d_vector, None, None, None
+
+
+class _GatherRows(torch.autograd.Function):
+    """Copies of the memory rows at ``positions`` ``[B, P]`` -> ``[B, P, W]``; backward adds to the tape."""
+
+    @staticmethod
+    def forward(ctx, token, tape, positions):  # type: ignore[override]
+        ctx.tape, ctx.record = tape, tape.record(positions)
+        return tape.memory.gather(1, _row_index(positions, tape.memory.shape[-1]))
+
+    @staticmethod
+    def backward(ctx, grad_rows):  # type: ignore[override]
+        ctx.tape.enter(ctx.record)
+        ctx.tape.add_grad_rows(ctx.record, grad_rows)
+        return grad_rows.new_zeros(()), None, None
+
+
+class LeastUsed:
+    """Usage stamps ``[B, N]`` updated in place, and the least-recently-used cell in O(sqrt N).
+
+    Stamps are kept in blocks of ``~sqrt(N)`` with each block's minimum; the least-used cell is the
+    first minimum of the first minimal block, i.e. the same cell as ``argmin`` over all stamps.
+    """
+
+    def __init__(self, last_access: Tensor) -> None:
+        b, n = last_access.shape
+        # A step refreshes the blocks of its ~32 touched cells and scans the block minima: blocks of
+        # sqrt(N / 32) cells balance the two.
+        self.n, self.block = n, max(1, math.isqrt(n // 32))
+        blocks = -(-n // self.block)
+        pad = torch.iinfo(torch.long).max  # padding never wins the minimum
+        self.stamps = last_access.new_full((b, blocks * self.block), pad)
+        self.stamps[:, :n] = last_access
+        self.minima = self.stamps.view(b, blocks, self.block).amin(-1)
+
+    def least_used(self) -> Tensor:
+        block = self.minima.argmin(-1)  # [B]
+        rows = self.stamps.view(*self.minima.shape, self.block)[torch.arange(len(block)), block]
+        return block * self.block + rows.argmin(-1)
+
+    def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
+        """:func:`memfn.sparse_addressing.last_access`, in place, then refresh the touched blocks."""
+        total = S.weights_at(positions, positions, weights.detach())
+        previous = self.stamps.gather(-1, positions)
+        stamped = torch.where(total > S.ACCESS_THRESHOLD, time.unsqueeze(-1).expand_as(previous), previous)
+        self.stamps.scatter_(-1, positions, stamped)
+        blocks = positions // self.block  # [B, P]
+        view = self.stamps.view(*self.minima.shape, self.block)
+        contents = view.gather(1, blocks.unsqueeze(-1).expand(*blocks.shape, self.block))
+        self.minima.scatter_(-1, blocks, contents.amin(-1))
+
+    def last_access(self) -> Tensor:
+        return self.stamps[:, : self.n]
+
+
+class FastState(NamedTuple):
+    """The small per-step leaves the cell carries on the fast path (the big ones live in the engine)."""
+
+    token: Tensor  # [] orders the in-place steps for autograd
+    read_positions: Tensor  # [B, R, P]
+    read_weights: Tensor  # [B, R, P]
+    write_positions: Tensor  # [B, S]
+    write_weights: Tensor  # [B, S]
+    time: Tensor  # [B]
+    precedence: Tensor  # [B, L] (SDNC) or an empty [B, 0]
+    precedence_positions: Tensor  # [B, L] (SDNC) or an empty [B, 0]
+
+
+def donate(tensor: Tensor) -> Tensor:
+    """Take ``tensor``'s storage for an in-place buffer and empty the object passed in, so that using
+    it again fails with a clear message instead of silently reading a memory that has moved on.
+    Tensors that require grad (e.g. a learned initial memory) or are not contiguous are copied."""
+    if tensor.requires_grad or not tensor.is_contiguous():
+        return tensor.detach().clone()
+    buffer = tensor.detach()
+    with torch.no_grad():
+        tensor.set_()
+    setattr(tensor, DONATED, True)
+    return buffer
+
+
+class SparseEngine:
+    """One batched SAM/SDNC memory on the fast path, for one forward call.
+
+    ``SparseEngine(config, state)`` takes a batched :class:`~memfn.sparse.SAMState` or
+    :class:`~memfn.sparse_temporal.SDNCState` (consuming its big leaves), :meth:`memory` gives a
+    :class:`~memfn.memory.Memory` whose ``step`` runs on :class:`FastState`, and :meth:`final_state`
+    turns the last :class:`FastState` back into the pure state type.
+    """
+
+    def __init__(
+        self, config: SparseConfig, state: SAMState | SDNCState, indexes: list | None = None, empty: bool = False
+    ) -> None:
+        """``indexes``: faiss indexes that already match ``state.memory`` (from the previous call);
+        ``empty``: the memory is known to be all zeros (no O(N) scan to index it)."""
+        self.config = config
+        self.temporal = isinstance(state, SDNCState)
+        self.memory_grad = state.memory.requires_grad
+        memory = donate(state.memory)
+        self.tape = RowTape(memory)
+        self.usage = LeastUsed(state.last_access)
+        if self.temporal:  # no gradient passes through the links: they are updated in place
+            self.links = [donate(t) for t in (state.link_positions, state.link_matrix, state.rev_link_positions,
+                                              state.rev_link_matrix)]  # fmt: skip
+        self.knn: KNNConfig = config.knn
+        self.indexes = indexes
+        if self.knn.backend == "faiss" and self.indexes is None:
+            self.indexes = self._build_indexes(empty)
+        self._first = FastState(
+            token=_Start.apply(torch.zeros((), requires_grad=True), state.memory if self.memory_grad else memory,
+                               self.tape),
+            read_positions=state.read_positions, read_weights=state.read_weights,
+            write_positions=state.write_positions, write_weights=state.write_weights, time=state.time,
+            precedence=state.precedence if self.temporal else state.write_weights[:, :0],
+            precedence_positions=state.precedence_positions if self.temporal else state.write_positions[:, :0],
+        )  # fmt: skip
+
+    # -- nearest neighbours -----------------------------------------------------------------------
+
+    def _normalised(self, rows: Tensor) -> np.ndarray:
+        rows = rows / torch.sqrt((rows * rows).sum(-1, keepdim=True) + COSINE_EPS)
+        return rows.detach().to("cpu", torch.float32).contiguous().numpy()
+
+    def _rows(self, b: int, ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised non-zero rows of example ``b`` among ``ids``, and their ids."""
+        rows = self.tape.memory[b, ids]
+        nonzero = rows.abs().sum(-1) > 0
+        return self._normalised(rows[nonzero]), ids[nonzero].cpu().numpy()
+
+    def _build_indexes(self, empty: bool) -> list[MaintainedIndex]:
+        b, n, w = self.tape.memory.shape
+        indexes = [MaintainedIndex(n, w, self.knn.num_lists, self.knn.index_checks) for _ in range(b)]
+        everything = torch.arange(n, device=self.tape.memory.device)
+        for i, index in enumerate(indexes):  # an O(N) scan, once per call that starts from a given memory
+            index.rebuild(*(self._rows(i, everything[:0]) if empty else self._rows(i, everything)))
+        return indexes
+
+    def _update_indexes(self, positions: Tensor) -> None:
+        for b, index in enumerate(self.indexes):  # type: ignore[arg-type]
+            ids = torch.unique(positions[b])
+            rows = self._normalised(self.tape.memory[b, ids])
+
+            def every_row(b=b, ids=ids, index=index):  # for a retraining: the indexed rows and these
+                known = torch.from_numpy(np.flatnonzero(index.present)).to(ids.device)
+                return self._rows(b, torch.unique(torch.cat([known, ids])))
+
+            index.update(ids.cpu().numpy(), rows, every_row)
+
+    def _nearest(self, keys: Tensor, k: int) -> Tensor:
+        if self.indexes is None:
+            return nearest_cells(self.tape.memory, keys, k, self.knn)
+        queries = keys.detach().to("cpu", torch.float32).numpy()
+        found = np.stack([_fill_missing(index.search(np.ascontiguousarray(q), k))
+                          for index, q in zip(self.indexes, queries)])  # fmt: skip
+        return torch.from_numpy(found).to(keys.device)
+
+    # -- the step --------------------------------------------------------------------------------
+
+    def step(self, state: FastState, xi: Tensor) -> tuple[Tensor, FastState]:
+        c = self.config
+        check_interface(xi, c.interface_size)
+        sam_size = sum(n for _, n in sam_interface_fields(c.read_heads, c.cell_size))
+        io = split_sam_interface(xi[..., :sam_size], c.read_heads, c.cell_size)
+        # Write: the previous step's read cells and the least-used one.
+        lru = self.usage.least_used()
+        positions, weights = S.sparse_write_weights(
+            state.read_positions, state.read_weights, lru, io.interpolation_gate, io.write_gate
+        )
+        erase = (positions == lru.unsqueeze(-1)).to(weights.dtype)
+        token = _WriteRows.apply(state.token, weights, io.write_vector, self.tape, positions, erase)
+        if self.indexes is not None:
+            self._update_indexes(positions)
+        precedence, precedence_positions = state.precedence, state.precedence_positions
+        if self.temporal:
+            rows_update, rev_update, (precedence_positions, precedence) = temporal_updates(
+                *self.links, state.precedence_positions, state.precedence, positions, weights.detach()
+            )
+            link_pos, link_val, rev_pos, rev_val = self.links
+            apply_link_row_updates(link_pos, link_val, rows_update, in_place=True)
+            apply_link_row_updates(rev_pos, rev_val, rev_update, in_place=True)
+        # Read: content slots (and, for the SDNC, temporal slots before them).
+        content_pos = self._nearest(io.read_keys, c.sparse_reads)
+        read_pos = content_pos
+        if self.temporal:
+            modes = torch.softmax(xi[..., sam_size:].unflatten(-1, (c.read_heads, NUM_READ_MODES)), dim=-1)
+            temporal_pos, temporal = temporal_read_slots(
+                *self.links, state.read_positions, state.read_weights, modes, c.temporal_reads
+            )
+            read_pos = torch.cat([temporal_pos, content_pos], -1)
+        rows = _GatherRows.apply(token, self.tape, read_pos.flatten(-2)).unflatten(1, read_pos.shape[1:])
+        content = S.sparse_content_weights(
+            rows[..., -c.sparse_reads :, :], io.read_keys, io.read_strengths, content_pos
+        )
+        read_weights = content
+        if self.temporal:
+            read_weights = torch.cat([temporal, modes[..., CONTENT : CONTENT + 1] * content], -1)
+        reads = S.sparse_read_vectors(rows, read_weights)
+        time = state.time + 1
+        self.usage.stamp(
+            time, torch.cat([positions, read_pos.flatten(-2)], -1), torch.cat([weights, read_weights.flatten(-2)], -1)
+        )
+        return reads, FastState(token, read_pos, read_weights, positions, weights, time, precedence,
+                                precedence_positions)  # fmt: skip
+
+    def memory(self) -> Memory:
+        c = self.config
+        return Memory(init=None, step=self.step, interface_size=c.interface_size, read_size=c.read_heads * c.cell_size)  # type: ignore[arg-type]
+
+    def initial_state(self) -> FastState:
+        return self._first
+
+    def final_state(self, state: FastState) -> SAMState | SDNCState:
+        common = dict(
+            memory=self.tape.memory, read_positions=state.read_positions, read_weights=state.read_weights,
+            write_positions=state.write_positions, write_weights=state.write_weights,
+            last_access=self.usage.last_access(), time=state.time,
+        )  # fmt: skip
+        if not self.temporal:
+            return SAMState(**common)
+        link_pos, link_val, rev_pos, rev_val = self.links
+        return SDNCState(
+            **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
+            rev_link_positions=rev_pos, precedence=state.precedence, precedence_positions=state.precedence_positions,
+        )  # fmt: skip
