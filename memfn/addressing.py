@@ -305,3 +305,19 @@ def read_weights(
 def read_vectors(memory: Tensor, read_weights_: Tensor) -> Tensor:
     """Read vectors ``r = M^T w^r`` per head: memory ``[N, W]``, read_weights_ ``[R, N]`` -> ``[R, W]``."""
     return read_weights_ @ memory
+
+
+def _link_out_of_place(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
+    # The same values as _link_kernel without its in-place arithmetic (decompositions must be functional).
+    w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
+    link = (1.0 - w_i - w_j) * prev_link + w_i * prev_precedence.unsqueeze(-2)
+    return link * _off_diagonal(link)
+
+
+def aten_decompositions() -> dict:
+    """This module's custom operators (forward only) as plain aten code, for
+    ``ExportedProgram.run_decompositions``: an exported step then loads and runs without memfn."""
+    return {
+        torch.ops.memfn.link_matrix.default: _link_out_of_place,
+        torch.ops.memfn.forward_backward_read_weights.default: _reads_kernel,
+    }

@@ -33,6 +33,11 @@ class Task:
     def sample(self, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError
 
+    def batch_from_inputs(self, inputs: Tensor) -> Batch:
+        """The batch whose inputs are ``inputs`` ``(B, T, input_size)``: every task's targets follow from
+        its inputs. ``ValueError`` if ``T`` cannot be this task's sequence length."""
+        raise NotImplementedError
+
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         raise NotImplementedError
 
@@ -59,6 +64,15 @@ class CopyTask(Task):
         inputs[:, length, bits] = 1.0  # delimiter
         return Batch(inputs, seq, length)
 
+    def batch_from_inputs(self, inputs: Tensor) -> Batch:
+        steps = inputs.shape[1]
+        if steps % 2 == 0:
+            raise ValueError(
+                f"copy inputs have 2 * length + 1 steps (the sequence, the delimiter, the recall phase), got {steps}"
+            )
+        length = steps // 2
+        return Batch(inputs, (inputs[:, :length, : self.input_size - 1] > 0.5).float(), length)
+
     def _recall(self, output: Tensor, batch: Batch) -> Tensor:
         return output[:, batch.length + 1 :, : self.input_size - 1]
 
@@ -78,6 +92,13 @@ def _one_hot_sequence(batch_size: int, length: int, size: int, generator: torch.
     return torch.cat([inputs, end], dim=1), numbers
 
 
+def _numbers_from_inputs(inputs: Tensor, size: int) -> Tensor:
+    """The numbers :func:`_one_hot_sequence` encoded: ``(B, T)`` inputs with a terminator -> ``(B, T - 1)``."""
+    if inputs.shape[1] < 2:
+        raise ValueError(f"inputs need at least one number and the terminator (2 steps), got {inputs.shape[1]}")
+    return inputs[:, :-1, : size - 1].argmax(-1)
+
+
 class AddingTask(Task):
     """Adding: one-hot numbers then a terminator; the last output, summed over features, is the sum.
 
@@ -90,6 +111,10 @@ class AddingTask(Task):
     def sample(self, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         inputs, numbers = _one_hot_sequence(batch_size, length, self.input_size, generator)
         return Batch(inputs, numbers.sum(1).float(), length)
+
+    def batch_from_inputs(self, inputs: Tensor) -> Batch:
+        numbers = _numbers_from_inputs(inputs, self.input_size)
+        return Batch(inputs, numbers.sum(1).float(), numbers.shape[1])
 
     def _prediction(self, output: Tensor) -> Tensor:
         return output[:, -1, :].sum(-1)
@@ -114,6 +139,13 @@ class ArgmaxTask(Task):
 
     def sample(self, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         inputs, numbers = _one_hot_sequence(batch_size, length, self.input_size, generator)
+        return self._batch(inputs, numbers)
+
+    def batch_from_inputs(self, inputs: Tensor) -> Batch:
+        return self._batch(inputs, _numbers_from_inputs(inputs, self.input_size))
+
+    def _batch(self, inputs: Tensor, numbers: Tensor) -> Batch:
+        length = numbers.shape[1]
         # The last occurrence of the maximum, as pytorch-dnc's loop (``<=``) picks.
         position = length - 1 - numbers.flip(1).argmax(1)
         return Batch(inputs, position, length)

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,18 +145,25 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
+def read_checkpoint(spec: str | Path, what: str = "--resume") -> tuple[Path, dict]:
+    """``(path, checkpoint)`` from a checkpoint file or the directory holding one; ``UserError``
+    (its message starting with ``what``) unless it is a readable task checkpoint."""
     path = Path(spec)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise UserError(f"--resume: no checkpoint at {path}")
+        raise UserError(f"{what}: no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # corrupt or not a torch file
-        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise UserError(f"--resume: {path} is not a memfn task checkpoint")
+        raise UserError(f"{what}: {path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt:
+        raise UserError(f"{what}: {path} is not a memfn task checkpoint")
+    return path, ckpt
+
+
+def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
+    path, ckpt = read_checkpoint(spec)
     diff = {
         k: (ckpt["config"].get(k), getattr(args, k)) for k in MODEL_OPTIONS if ckpt["config"].get(k) != getattr(args, k)
     }
@@ -368,9 +376,24 @@ def _reached(task: Task, metric: float, target: float) -> bool:
     return metric >= target if higher_is_better else metric <= target
 
 
+def run_command(prog: str, command: Callable[[], object]) -> int:
+    """Exit status of ``command()``: 0, or 2 after one ``error:`` line for a :class:`UserError`, or
+    130 on Ctrl-C."""
+    try:
+        command()
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
 def main(task: str, argv: list[str] | None = None) -> int:
     parser = build_parser(task)
-    try:
+
+    def command() -> None:
         args = parser.parse_args(argv)
         args.task = task
         # argmax scores positions with the output features: make room for the longest sequence.
@@ -379,10 +402,5 @@ def main(task: str, argv: list[str] | None = None) -> int:
         )
         args.output_size = max(args.input_size, longest) if task == "argmax" else None
         train(args)
-    except UserError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(parser.prog, command)

@@ -1,0 +1,393 @@
+"""Compiled inference from a task checkpoint, and the single step exported with ``torch.export``.
+
+``python tasks/infer.py CHECKPOINT`` (or ``python -m memfn.tasks.infer CHECKPOINT``) rebuilds the
+model from the options a task script stored in its checkpoint, runs it (compiled unless
+``--no-compile``) on freshly generated task data or on a tensor file (``--inputs``), and prints the
+task metric and the throughput in sequences per second. ``--export PATH`` writes the batched single
+step as a ``torch.export`` program that loads and runs with plain torch (:func:`load_step`).
+
+Mistakes (a missing or foreign checkpoint, inputs of the wrong shape) are one ``error:`` line on
+stderr and exit status 2, as in the task scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+import time
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optree
+import torch
+from torch import Tensor, nn
+
+from memfn.addressing import aten_decompositions
+from memfn.cell import batched_step
+from memfn.modules import MemoryNetwork
+from memfn.tasks.definitions import TASKS, Batch, Task
+from memfn.tasks.train import UserError, _Parser, build_model, check_args, read_checkpoint, run_command
+from memfn.tasks.train import build_parser as build_train_parser
+
+PROG = "infer.py"
+#: Name of the JSON record (sizes, state layout, training options) stored beside an exported step.
+EXPORT_META = "memfn.json"
+
+
+# -- the checkpoint ------------------------------------------------------------------------------
+
+
+class Loaded(NamedTuple):
+    """A model rebuilt from a checkpoint, in eval mode, with the task it was trained on."""
+
+    model: MemoryNetwork
+    task: Task
+    args: argparse.Namespace  # the training options stored in the checkpoint
+    path: Path
+    iteration: int | None
+    max_length: int  # the longest training sequence reached (curriculum included)
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _mismatch(weights: Any, expected: dict[str, Tensor]) -> str:
+    """Why ``weights`` cannot be loaded into a model whose state dict is ``expected`` ('' if it can)."""
+    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
+        return f"expected a state dict of tensors, got a {type(weights).__name__}"
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        return f"{len(missing)} missing and {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]!r}"
+    for k, v in expected.items():
+        if weights[k].shape != v.shape:
+            return f"{k} has shape {tuple(weights[k].shape)}, the options give {tuple(v.shape)}"
+    return ""
+
+
+def load(spec: str | Path, cuda: int = -1) -> Loaded:
+    """Rebuild the model a task script saved (a checkpoint file or its directory) and load its weights.
+
+    ``cuda`` is the GPU id, ``-1`` for CPU. Raises :class:`~memfn.tasks.train.UserError` with a
+    one-line message when the file is missing, unreadable or does not describe its own weights.
+    """
+    path, ckpt = read_checkpoint(spec, "checkpoint")
+    config = ckpt["config"]
+    task_name = config.get("task")
+    if task_name not in TASKS:
+        raise UserError(f"checkpoint: {path} names no known task (task={task_name!r}; known: {', '.join(TASKS)})")
+    args = build_train_parser(task_name).parse_args([])  # defaults for options older checkpoints lack
+    vars(args).update(config)
+    args.task, args.output_size = task_name, config.get("output_size")
+    args.compile, args.cuda = False, cuda
+    try:
+        check_args(args)
+        model = build_model(args)
+    except (UserError, TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint: {path} has unusable options ({_one_line(exc)})") from None
+    mismatch = _mismatch(ckpt["model"], model.state_dict())
+    if mismatch:
+        raise UserError(f"checkpoint: {path} holds weights that do not fit the model its options describe ({mismatch})")
+    model.load_state_dict(ckpt["model"])
+    max_length = ckpt.get("max_length", args.sequence_max_length)
+    return Loaded(model.eval(), TASKS[task_name](args.input_size), args, path, ckpt.get("iteration"), max_length)
+
+
+def describe(loaded: Loaded) -> str:
+    a = loaded.args
+    trained = "" if loaded.iteration is None else f", trained {loaded.iteration} iterations"
+    sparse = "" if a.memory_type == "dnc" else f" ({a.sparse_reads} sparse reads)"
+    return (
+        f"{a.task} task, {a.memory_type} memory of {a.mem_slot} cells x {a.mem_size}, {a.read_heads} read heads"
+        f"{sparse}, {a.rnn_type} controller {a.nhid} x {a.nhlayer}{trained} (up to length {loaded.max_length})"
+    )
+
+
+# -- the data ------------------------------------------------------------------------------------
+
+
+def generated_batches(task: Task, batches: int, batch_size: int, length: int, seed: int = 0) -> list[Batch]:
+    """``batches`` fresh batches of the task at ``length``, drawn from a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [task.sample(batch_size, length, generator) for _ in range(batches)]
+
+
+def file_batches(task: Task, path: str | Path, batch_size: int) -> list[Batch]:
+    """The tensor saved at ``path`` (``torch.save``; shape ``(batch, time, input_size)``) split into
+    batches, with the targets the task derives from its inputs."""
+    expected = f"a tensor of shape (batch, time, input_size={task.input_size})"
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"--inputs: no file at {path}") from None
+    except Exception as exc:
+        raise UserError(f"--inputs: {path} is not a readable tensor file ({type(exc).__name__})") from None
+    if not isinstance(data, Tensor):
+        raise UserError(f"--inputs: {path} holds a {type(data).__name__}, expected {expected}")
+    if data.ndim != 3 or data.shape[-1] != task.input_size or data.shape[0] == 0 or data.shape[1] == 0:
+        raise UserError(f"--inputs: {path} holds a tensor of shape {tuple(data.shape)}, expected {expected}")
+    if data.is_complex():
+        raise UserError(f"--inputs: {path} holds a complex tensor, expected real values")
+    try:
+        return [task.batch_from_inputs(chunk) for chunk in data.float().split(batch_size)]
+    except ValueError as exc:
+        raise UserError(f"--inputs: {path} does not hold {task.name} task inputs: {exc}") from None
+
+
+def check_lengths(task: Task, model: MemoryNetwork, batches: list[Batch]) -> None:
+    """Argmax scores positions with the output features: sequences may not be longer than them."""
+    longest = max(b.length for b in batches)
+    if task.name == "argmax" and longest > model.output_size:
+        raise UserError(
+            f"argmax: this model scores at most {model.output_size} positions (its output size), "
+            f"got sequences of {longest} numbers"
+        )
+
+
+# -- inference -----------------------------------------------------------------------------------
+
+
+class Inference(NamedTuple):
+    outputs: list[Tensor]  # one (B, T, output_size) tensor per batch, on the CPU
+    metric: float  # the task metric, averaged over every sequence
+    sequences: int
+    seconds: float  # the timed pass over all batches (after the warm-up)
+    warmup_seconds: float  # the untimed first batch: includes the compile when compiled
+
+    @property
+    def sequences_per_second(self) -> float:
+        return self.sequences / max(self.seconds, 1e-9)
+
+
+def run_inference(model: MemoryNetwork, task: Task, batches: list[Batch], compile: bool = True) -> Inference:
+    """Run ``model`` over every batch without gradients, compiled (the one-step function) or eager.
+
+    The first batch runs once untimed (the compile happens there), then all batches are timed. A
+    shorter last batch is padded to the first batch's size, so a compiled step never sees a second
+    batch size (which would cost another compile).
+    """
+    model.eval()
+    model.use_compile = bool(compile)
+    device = next(model.parameters()).device
+    size = batches[0].inputs.shape[0]
+
+    def forward(inputs: Tensor) -> Tensor:
+        n = inputs.shape[0]
+        if n < size:
+            inputs = torch.cat([inputs, inputs.new_zeros(size - n, *inputs.shape[1:])])
+        return model(inputs.to(device), None, reset_experience=True)[0][:n].cpu()
+
+    with torch.no_grad():
+        start = time.perf_counter()
+        forward(batches[0].inputs)
+        warmup = time.perf_counter() - start
+        start = time.perf_counter()
+        outputs = [forward(b.inputs) for b in batches]
+        seconds = time.perf_counter() - start
+    count = sum(b.inputs.shape[0] for b in batches)
+    metric = sum(task.metric(o, b) * b.inputs.shape[0] for o, b in zip(outputs, batches)) / count
+    return Inference(outputs, metric, count, seconds, warmup)
+
+
+# -- the exported step ---------------------------------------------------------------------------
+
+
+def _leaf_names(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted names of a state pytree's tensors, in ``optree.tree_leaves`` order."""
+    if isinstance(tree, Tensor):
+        return [prefix]
+    items = zip(tree._fields, tree) if hasattr(tree, "_fields") else ((str(i), v) for i, v in enumerate(tree))
+    return [name for key, value in items for name in _leaf_names(value, f"{prefix}.{key}" if prefix else key)]
+
+
+class StepModule(nn.Module):
+    """One batched time step of a shell as a module, for ``torch.export``.
+
+    ``forward(x [B, input_size], state) -> (y [B, output_size], new_state)``, where ``state`` is a
+    flat tuple of tensors named :attr:`state_names` (the leaves of the shell's
+    :class:`~memfn.cell.CellState`, each with a leading batch axis). It runs the broadcasting step
+    (``use_vmap=False``, the same numbers as ``vmap``): exporting the vmapped step pins the batch
+    size, this one keeps it dynamic. The parameters are the shell's own (``net.*``).
+    """
+
+    def __init__(self, net: MemoryNetwork) -> None:
+        super().__init__()
+        self.net = net
+        self._step = batched_step(net.cell, use_vmap=False)
+        p = next(net.parameters())
+        example = net.cell.init_state(p.dtype, p.device)
+        leaves, self._spec = optree.tree_flatten(example)
+        self.state_names = tuple(_leaf_names(example))
+        #: One example's initial state, flat (not all zeros: SAM's read slots start on cells 0..K-1).
+        self.initial_leaves = tuple(leaves)
+
+    def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
+        return _batched(self.initial_leaves, batch_size)
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        y, new = self._step(self.net.step_params(), optree.tree_unflatten(self._spec, list(state)), x)
+        return y, tuple(optree.tree_leaves(new))
+
+
+def export_step(net: MemoryNetwork, example_batch: int = 2) -> torch.export.ExportedProgram:
+    """``torch.export`` the batched single step of ``net`` (batch axis dynamic), as plain aten ops.
+
+    memfn's custom operators are decomposed into aten code, so the program loads and runs with
+    ``torch.export.load`` alone, without importing memfn.
+    """
+    module = StepModule(net).eval()
+    p = next(net.parameters())
+    x = torch.zeros(example_batch, net.input_size, dtype=p.dtype, device=p.device)
+    state = module.initial_state(example_batch)
+    batch = torch.export.Dim("batch")
+    with torch.no_grad():
+        program = torch.export.export(module, (x, state), dynamic_shapes=({0: batch}, tuple({0: batch} for _ in state)))
+    table = torch.export.default_decompositions()
+    table.update(aten_decompositions())
+    with warnings.catch_warnings():
+        # torch 2.13's run_decompositions deep-copies its tree specs through a deprecated isinstance check.
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        return program.run_decompositions(table)
+
+
+def _batched(leaves: tuple[Tensor, ...], batch_size: int) -> tuple[Tensor, ...]:
+    return tuple(t.unsqueeze(0).expand(batch_size, *t.shape).clone() for t in leaves)
+
+
+class ExportedStep(NamedTuple):
+    """An exported step read back by :func:`load_step`: the program and how to feed it."""
+
+    program: torch.export.ExportedProgram
+    input_size: int
+    output_size: int
+    state_names: tuple[str, ...]
+    initial_leaves: tuple[Tensor, ...]  # one example's initial state, in ``state_names`` order
+    config: dict  # the training options of the checkpoint it came from (may be empty)
+
+    def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
+        return _batched(self.initial_leaves, batch_size)
+
+    def run(self, inputs: Tensor) -> Tensor:
+        """Outputs ``(B, T, output_size)`` of the exported step over ``inputs`` ``(B, T, input_size)``."""
+        step = self.program.module()
+        state = self.initial_state(inputs.shape[0])
+        outputs = []
+        with torch.no_grad():
+            for t in range(inputs.shape[1]):
+                y, state = step(inputs[:, t], state)
+                outputs.append(y)
+        return torch.stack(outputs, dim=1)
+
+
+def save_step(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
+    """Export ``net``'s step (:func:`export_step`) to ``path`` with its sizes and state layout."""
+    module = StepModule(net)
+    initial = io.BytesIO()
+    torch.save([t.cpu() for t in module.initial_leaves], initial)
+    meta = {
+        "input_size": net.input_size,
+        "output_size": net.output_size,
+        "state_names": module.state_names,
+        "state_shapes": [list(t.shape) for t in module.initial_leaves],
+        "config": config or {},
+        # zlib: the initial memory is mostly zeros.
+        "initial_state": base64.b64encode(zlib.compress(initial.getvalue())).decode("ascii"),
+    }
+    path = Path(path)
+    program = export_step(net)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, path, extra_files={EXPORT_META: json.dumps(meta, default=str)})
+    return path
+
+
+def load_step(path: str | Path) -> ExportedStep:
+    """Read a step written by :func:`save_step` (or ``infer.py --export``)."""
+    extra = {EXPORT_META: ""}
+    program = torch.export.load(path, extra_files=extra)
+    meta = json.loads(extra[EXPORT_META])
+    initial = zlib.decompress(base64.b64decode(meta["initial_state"]))
+    leaves = tuple(torch.load(io.BytesIO(initial), weights_only=True))
+    return ExportedStep(program, meta["input_size"], meta["output_size"], tuple(meta["state_names"]), leaves,
+                        meta["config"])  # fmt: skip
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Run a model trained by tasks/*_task.py on task data (compiled) and report its metric and "
+        "throughput; optionally export its single step with torch.export.",
+    )
+    p.add_argument("checkpoint", help="a checkpoint written by a task script (--checkpoint-dir), or its directory")
+    p.add_argument("--inputs", metavar="FILE.pt", help="a tensor (batch, time, input_size) saved with torch.save, "
+                   "instead of generated data (the task's targets follow from its inputs)")  # fmt: skip
+    p.add_argument("--batches", type=int, default=10, help="generated batches (default 10)")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per batch (default 32)")
+    p.add_argument("--length", type=int, default=None, help="generated sequence length (default: the checkpoint's)")
+    p.add_argument("--no-compile", action="store_true", help="run the eager step instead of the compiled one")
+    p.add_argument("--export", metavar="PATH", help="write the single step here (torch.export, .pt2)")
+    p.add_argument("--save-outputs", metavar="FILE.pt", help="save the outputs (batch, time, output_size) here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
+    p.add_argument("--cuda", type=int, default=-1, help="GPU id, -1 for CPU (default)")
+    return p
+
+
+def infer(args: argparse.Namespace) -> Inference:
+    """What ``main`` does once the options are parsed: load, run, report, save, export."""
+    for name in ("batches", "batch_size", "length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for option in ("save_outputs", "export"):  # fail before the run, not after it
+        if getattr(args, option):
+            _write(f"--{option.replace('_', '-')}", getattr(args, option), lambda p: None)
+    loaded = load(args.checkpoint, args.cuda)
+    model, task = loaded.model, loaded.task
+    if args.inputs:
+        batches = file_batches(task, args.inputs, args.batch_size)
+    else:
+        batches = generated_batches(task, args.batches, args.batch_size, args.length or loaded.max_length, args.seed)
+    check_lengths(task, model, batches)
+    print(f"model: {describe(loaded)}", flush=True)
+    mode = "eager" if args.no_compile else "compiled"
+    result = run_inference(model, task, batches, compile=not args.no_compile)
+    steps = batches[0].inputs.shape[1]
+    print(f"warm-up: first batch in {result.warmup_seconds:.2f} s ({mode}; not timed)")
+    print(f"{task.metric_name} {result.metric:.6g}")
+    print(
+        f"sequences/s {result.sequences_per_second:.1f} ({mode}; {result.sequences} sequences of {steps} steps "
+        f"in {result.seconds:.3f} s)"
+    )
+    if args.save_outputs:
+        _write("--save-outputs", args.save_outputs, lambda p: torch.save(torch.cat(result.outputs), p))
+        print(f"outputs saved to {args.save_outputs}")
+    if args.export:
+        _write("--export", args.export, lambda p: save_step(model, p, vars(loaded.args)))
+        print(f"exported the single step to {args.export} (load it with memfn.tasks.infer.load_step)")
+    return result
+
+
+def _write(option: str, path: str, write) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as exc:
+        raise UserError(f"{option}: cannot write {path} ({exc.strerror or type(exc).__name__})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    return run_command(PROG, lambda: infer(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
