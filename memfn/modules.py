@@ -10,6 +10,8 @@ moves everything; the hidden state passed in is never mutated.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +70,15 @@ def clone(hidden: Any) -> Any:
     return optree.tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside memfn (the user's line)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -> torch.device:
     """The device from pytorch-dnc's ``gpu_id`` (1.x) or ``device`` (2.0); CPU, with a warning, if
     CUDA was asked for on a machine without it (so published examples run anywhere)."""
@@ -83,7 +94,9 @@ def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -
     if wanted.type == "cuda" and not torch.cuda.is_available():
         if str(wanted) not in _warned_devices:
             _warned_devices.add(str(wanted))
-            warnings.warn(f"{wanted} was requested but CUDA is not available; running on CPU instead", stacklevel=4)
+            warnings.warn(
+                f"{wanted} was requested but CUDA is not available; running on CPU instead", stacklevel=_caller_level()
+            )
         return torch.device("cpu")
     return wanted
 
