@@ -12,8 +12,9 @@ touches only the rows it reads or writes (Rae et al. 2016, "efficient backpropag
   calls through a chain of tiny "token" tensors, one per step;
 - usage stamps are updated in place and the least-used cell comes from block minima (O(sqrt N));
 - SDNC links are updated in place (no gradient passes through them, as in the pure step);
-- with ``knn="faiss"`` a :class:`~memfn.ann_index.MaintainedIndex` per example is updated with
-  only the rewritten rows and searched, instead of an exact O(N) top-k.
+- with ``knn="faiss", index="ivf"`` a :class:`~memfn.ann_index.MaintainedIndex` per example is
+  updated with only the rewritten rows and searched, instead of an exact O(N) top-k (``flat`` and
+  ``hnsw`` have no cheap row removal: they are built from the buffer each step, as in the pure step).
 
 It gives the pure step's outputs and gradients (tested in float64). It *consumes* the big leaves of
 the state it starts from (memory, stamps, link tables), like JAX buffer donation: see
@@ -247,7 +248,12 @@ class SparseEngine:
                                               state.rev_link_matrix)]  # fmt: skip
         self.knn: KNNConfig = config.knn
         self.indexes = indexes
-        if self.knn.backend == "faiss" and self.indexes is None:
+        # Only IVF supports removing rows by id cheaply; flat and HNSW are searched as the pure step
+        # does (an index built from the buffer each step, O(N)).
+        maintained = self.knn.backend == "faiss" and self.knn.index == "ivf"
+        if not maintained:
+            self.indexes = None
+        elif self.indexes is None:
             self.indexes = self._build_indexes(empty)
         self._first = FastState(
             token=_Start.apply(torch.zeros((), requires_grad=True), state.memory if self.memory_grad else memory,
