@@ -6,7 +6,8 @@
 A batch of SAM memories (cell_size 32, 4 heads, 4 sparse reads) runs on the fast path with
 ``knn="faiss", index="ivf"`` for as many steps as it takes to write every cell a few times, fed
 random interface vectors. At each fill level the index the step really used is queried with the
-step's own read keys and with random keys, and the K cells it returns are compared with exact
+step's own read keys (R per example: few, so that column is coarse) and with ``--queries`` random
+keys per example, and the K cells it returns are compared with exact
 cosine top-k over the same memory (:func:`memfn.knn.nearest_cells`). "rebuilds" counts the
 quantiser retrainings so far (when the indexed rows have doubled, then every time as many rows
 have been rewritten); "search ms" is the mean time of one maintained search per example.
@@ -30,7 +31,7 @@ def recall(found: torch.Tensor, exact: torch.Tensor) -> float:
     return (found.unsqueeze(-1) == exact.unsqueeze(-2)).any(-1).float().mean().item()
 
 
-def measure(cells: int, checks: int, batch: int, passes: float, points: int, seed: int) -> list[dict]:
+def measure(cells: int, checks: int, batch: int, passes: float, points: int, seed: int, queries: int) -> list[dict]:
     torch.manual_seed(seed)
     mem = memfn.sam(cells, 32, 4, 4, knn="faiss", index="ivf", index_checks=checks)
     state = memfn.batch_state(mem.init(), batch)
@@ -50,7 +51,7 @@ def measure(cells: int, checks: int, batch: int, passes: float, points: int, see
             keys = memfn.sparse.split_sam_interface(xi, 4, 32).read_keys
             memory = engine.tape.memory
             written = (memory.abs().sum(-1) > 0).float().mean().item()
-            random_keys = torch.randn_like(keys)
+            random_keys = torch.randn(batch, queries, keys.shape[-1])
             start = time.perf_counter()
             found = engine._nearest(keys, 4)
             elapsed = (time.perf_counter() - start) / batch
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--passes", type=float, default=1.5, help="steps, in multiples of N")
     p.add_argument("--points", type=int, default=6, help="fill levels reported")
+    p.add_argument("--queries", type=int, default=256, help="random keys per example and fill level")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     for cells in args.cells:
         for checks in args.checks:
             print(f"measuring N={cells} index_checks={checks} ...", file=sys.stderr, flush=True)
-            for r in measure(cells, checks, args.batch, args.passes, args.points, args.seed):
+            for r in measure(cells, checks, args.batch, args.passes, args.points, args.seed, args.queries):
                 print(f"| {r['cells']:,} | {r['checks']} | {r['step']} | {r['written']:.0%} | {r['lists']} | "
                       f"{r['rebuilds']} | {r['recall_keys']:.3f} | {r['recall_random']:.3f} | {r['search_ms']:.3f} |",
                       flush=True)  # fmt: skip
