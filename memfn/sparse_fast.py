@@ -179,7 +179,7 @@ class LeastUsed:
 
     def least_used(self) -> Tensor:
         block = self.minima.argmin(-1)  # [B]
-        rows = self.stamps.view(*self.minima.shape, self.block)[torch.arange(len(block)), block]
+        rows = self.stamps.view(*self.minima.shape, self.block)[torch.arange(len(block), device=block.device), block]
         return block * self.block + rows.argmin(-1)
 
     def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
@@ -255,9 +255,9 @@ class SparseEngine:
             self.indexes = None
         elif self.indexes is None:
             self.indexes = self._build_indexes(empty)
+        leaf = torch.zeros((), device=memory.device, requires_grad=True)
         self._first = FastState(
-            token=_Start.apply(torch.zeros((), requires_grad=True), state.memory if self.memory_grad else memory,
-                               self.tape),
+            token=_Start.apply(leaf, state.memory if self.memory_grad else memory, self.tape),
             read_positions=state.read_positions, read_weights=state.read_weights,
             write_positions=state.write_positions, write_weights=state.write_weights, time=state.time,
             precedence=state.precedence if self.temporal else state.write_weights[:, :0],
