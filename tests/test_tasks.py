@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from memfn.tasks import AddingTask, ArgmaxTask, CopyTask
-from memfn.tasks.train import build_parser
+from memfn.tasks.train import build_model, build_optimizer, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = "-nhid 16 -mem_slot 8 -mem_size 6 -read_heads 1 -batch_size 4 -summarize_freq 1 --quiet".split()
@@ -210,6 +211,27 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     assert sorted(losses(r.stdout)) == [1, 2, 3, 4]  # rank 0 alone logs
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["iteration"] == 4 and len(ckpt["rng"]["data"]) == 2
+    # Gradients were averaged: replaying both ranks' batches in one process (the mean of their
+    # gradients, then clipping and the optimiser step) gives the parameters rank 0 saved.
+    args = argparse.Namespace(**ckpt["config"])
+    torch.manual_seed(args.seed)
+    model = build_model(args)
+    optimizer = build_optimizer(args, model.parameters())
+    task = CopyTask(args.input_size)
+    gens = [torch.Generator().manual_seed(args.seed * 1000 + rank) for rank in range(2)]
+    for _ in range(4):
+        grads = []
+        for gen in gens:
+            length = int(torch.randint(1, args.sequence_max_length + 1, (1,), generator=gen))
+            batch = task.sample(args.batch_size, length, gen)
+            output, _ = model(batch.inputs, None, reset_experience=True)
+            grads.append(torch.autograd.grad(task.loss(output, batch), list(model.parameters())))
+        for p, *g in zip(model.parameters(), *grads):
+            p.grad = sum(g) / len(g)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        optimizer.step()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, ckpt["model"][name], msg=name)
 
 
 @pytest.fixture
