@@ -31,7 +31,7 @@ class MaintainedIndex:
 
     def __init__(self, nr_cells: int, cell_size: int, num_lists: int, index_checks: int) -> None:
         self.faiss = _require_faiss()
-        self.nr_cells, self.cell_size = nr_cells, cell_size
+        self.cell_size = cell_size
         self.num_lists, self.index_checks = num_lists, index_checks
         self.present = np.zeros(nr_cells, dtype=bool)
         self.count = 0  # rows in the index
@@ -71,13 +71,13 @@ class MaintainedIndex:
         quantiser is due for retraining (or there is no index yet).
         """
         keep = np.abs(rows).sum(-1) > 0
-        self.rewrites += len(ids)
-        grown = self.count + int(keep.sum()) >= 2 * max(self.trained_on, ROWS_PER_LIST)
+        old = ids[self.present[ids]]
+        self.rewrites += len(old)  # rows changed in place (new rows count as growth)
+        grown = self.count + int(keep.sum()) - len(old) >= 2 * max(self.trained_on, ROWS_PER_LIST)
         churned = self.rewrites >= max(self.trained_on, 1024)
         if self.index is None or grown or churned:
             self.rebuild(*all_rows())
             return
-        old = ids[self.present[ids]]
         if len(old):
             self.index.remove_ids(self.faiss.IDSelectorArray(old))
             self.present[old] = False

@@ -48,7 +48,8 @@ def zeros(*shape: int, dtype: torch.dtype, device: torch.device | str | None = N
     """``torch.zeros``, lazily zero-filled for large CPU tensors (marked so batching can keep it lazy)."""
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
     if (device is None or torch.device(device).type == "cpu") and nbytes >= LAZY_ZEROS_BYTES:
-        out = torch.from_numpy(np.zeros(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype))
+        # Bytes from calloc, viewed as the dtype (numpy has no bfloat16).
+        out = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).reshape(shape)
         out.memfn_all_zeros = True  # type: ignore[attr-defined]
         return out
     return torch.zeros(*shape, dtype=dtype, device=device)

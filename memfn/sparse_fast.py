@@ -1,4 +1,7 @@
-"""The fast path of SAM and SDNC: in-place row updates, sparse backward, no O(N) work per step.
+"""The fast path of SAM and SDNC: in-place row updates and a sparse backward.
+
+With the maintained IVF index (``knn="faiss", index="ivf"``) a step does no O(N) work; with exact
+top-k (the default), flat or HNSW search, the search itself stays O(N) per step.
 
 The pure ``step`` of :func:`memfn.sam` / :func:`memfn.sdnc` returns a new memory every step; autograd
 then keeps every version (T x N x W floats) and every step copies the whole memory. Here a step
@@ -17,7 +20,8 @@ touches only the rows it reads or writes (Rae et al. 2016, "efficient backpropag
   ``hnsw`` have no cheap row removal: they are built from the buffer each step, as in the pure step).
 
 It gives the pure step's outputs and gradients (tested in float64). It *consumes* the big leaves of
-the state it starts from (memory, stamps, link tables), like JAX buffer donation: see
+the state it starts from (memory, link tables; the usage stamps are copied), like JAX buffer
+donation: see
 :func:`donate`. Gradients do not flow into the memory of a previous call (as after
 :func:`memfn.detach`); use the pure path (``fast=False``) to backpropagate through several calls.
 """
@@ -30,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from memfn import sparse_addressing as S
 from memfn.ann_index import MaintainedIndex
@@ -54,6 +59,8 @@ class RowTape:
 
     def __init__(self, memory: Tensor) -> None:
         self.memory = memory  # [B, N, W], updated in place
+        # Backward may run after a later call has taken this buffer over: it uses these, never the memory.
+        self.shape, self.dtype, self.device = memory.shape, memory.dtype, memory.device
         self.records: list[Tensor] = []
         self.slots: list[Tensor] | None = None
         self.grad: Tensor | None = None
@@ -70,13 +77,13 @@ class RowTape:
         order; a record at or above the last one visited means a new backward pass (e.g. with
         ``retain_graph``): start again from a zero gradient."""
         if self.slots is None or record >= self._last:
-            b, n = self.memory.shape[:2]
-            offset = torch.arange(b, device=self.memory.device).unsqueeze(-1) * n
+            b, n = self.shape[:2]
+            offset = torch.arange(b, device=self.device).unsqueeze(-1) * n
             flat = torch.cat([(p.reshape(b, -1) + offset).reshape(-1) for p in self.records])
             self.unique, inverse = torch.unique(flat, return_inverse=True)
             sizes = [p.numel() for p in self.records]
             self.slots = [s.reshape(p.shape) for s, p in zip(inverse.split(sizes), self.records)]
-            self.grad = self.memory.new_zeros(len(self.unique), self.memory.shape[-1])
+            self.grad = torch.zeros(len(self.unique), self.shape[-1], dtype=self.dtype, device=self.device)
         self._last = record
 
     def grad_rows(self, record: int) -> Tensor:
@@ -90,7 +97,7 @@ class RowTape:
 
     def full_grad(self) -> Tensor:
         """The gradient of the memory before the first step, as a dense ``[B, N, W]`` (once per pass)."""
-        out = torch.zeros_like(self.memory)
+        out = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         if self.grad is not None:
             out.view(-1, out.shape[-1]).index_copy_(0, self.unique, self.grad)
         return out
@@ -109,6 +116,7 @@ class _Start(torch.autograd.Function):
         return leaf.new_zeros(())
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         memory_grad = ctx.tape.full_grad() if ctx.needs_input_grad[1] else None
         return torch.zeros_like(grad), memory_grad, None
@@ -125,8 +133,11 @@ class _WriteRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, token, weights, vector, tape, positions, erase):  # type: ignore[override]
         index = _row_index(positions, vector.shape[-1])
+        # Each slot's cell's total write, summed slot by slot in the order the pure step's
+        # scatter_add sums it: the rows then equal the pure step's bit for bit, so near-ties in the
+        # next search break the same way (an O(S^2) product, small next to the search).
         same = (positions.unsqueeze(-1) == positions.unsqueeze(-2)).to(weights.dtype)  # [B, S, S]
-        added = same @ (weights.unsqueeze(-1) * vector.unsqueeze(-2))  # each slot's cell's total write
+        added = same @ (weights.unsqueeze(-1) * vector.unsqueeze(-2))
         rows = tape.memory.gather(1, index) * (1.0 - erase).unsqueeze(-1) + added
         tape.memory.scatter_(1, index, rows)  # repeats carry identical rows
         ctx.tape, ctx.record = tape, tape.record(positions)
@@ -134,6 +145,7 @@ class _WriteRows(torch.autograd.Function):
         return token.clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_token):  # type: ignore[override]
         weights, vector, erase = ctx.saved_tensors
         ctx.tape.enter(ctx.record)
@@ -145,18 +157,22 @@ class _WriteRows(torch.autograd.Function):
 
 
 class _GatherRows(torch.autograd.Function):
-    """Copies of the memory rows at ``positions`` ``[B, P]`` -> ``[B, P, W]``; backward adds to the tape."""
+    """Copies of the memory rows at ``positions`` ``[B, P]`` -> ``([B, P, W], token)``; backward adds
+    to the tape. The next write takes the returned token, so autograd runs this backward only after
+    that write's: the gradient of the rows read here is complete before the earlier write maps it."""
 
     @staticmethod
     def forward(ctx, token, tape, positions):  # type: ignore[override]
         ctx.tape, ctx.record = tape, tape.record(positions)
-        return tape.memory.gather(1, _row_index(positions, tape.memory.shape[-1]))
+        return tape.memory.gather(1, _row_index(positions, tape.memory.shape[-1])), token.clone()
 
     @staticmethod
-    def backward(ctx, grad_rows):  # type: ignore[override]
+    @once_differentiable
+    def backward(ctx, grad_rows, grad_token):  # type: ignore[override]
         ctx.tape.enter(ctx.record)
-        ctx.tape.add_grad_rows(ctx.record, grad_rows)
-        return grad_rows.new_zeros(()), None, None
+        if grad_rows is not None:
+            ctx.tape.add_grad_rows(ctx.record, grad_rows)
+        return torch.zeros((), dtype=ctx.tape.dtype, device=ctx.tape.device), None, None
 
 
 class LeastUsed:
@@ -168,8 +184,8 @@ class LeastUsed:
 
     def __init__(self, last_access: Tensor) -> None:
         b, n = last_access.shape
-        # A step refreshes the blocks of its ~32 touched cells and scans the block minima: blocks of
-        # sqrt(N / 32) cells balance the two.
+        # A step refreshes the blocks of its touched cells (33 for SAM's defaults, ~100 for the
+        # SDNC's) and scans the block minima: blocks of sqrt(N / 32) cells balance the two.
         self.n, self.block = n, max(1, math.isqrt(n // 32))
         blocks = -(-n // self.block)
         pad = torch.iinfo(torch.long).max  # padding never wins the minimum
@@ -238,6 +254,7 @@ class SparseEngine:
         """``indexes``: faiss indexes that already match ``state.memory`` (from the previous call);
         ``empty``: the memory is known to be all zeros (no O(N) scan to index it)."""
         self.config = config
+        self.sam_size = sum(n for _, n in sam_interface_fields(config.read_heads, config.cell_size))
         self.temporal = isinstance(state, SDNCState)
         self.memory_grad = state.memory.requires_grad
         memory = donate(state.memory)
@@ -306,9 +323,8 @@ class SparseEngine:
     # -- the step --------------------------------------------------------------------------------
 
     def step(self, state: FastState, xi: Tensor) -> tuple[Tensor, FastState]:
-        c = self.config
+        c, sam_size = self.config, self.sam_size
         check_interface(xi, c.interface_size)
-        sam_size = sum(n for _, n in sam_interface_fields(c.read_heads, c.cell_size))
         io = split_sam_interface(xi[..., :sam_size], c.read_heads, c.cell_size)
         # Write: the previous step's read cells and the least-used one.
         lru = self.usage.least_used()
@@ -336,7 +352,8 @@ class SparseEngine:
                 *self.links, state.read_positions, state.read_weights, modes, c.temporal_reads
             )
             read_pos = torch.cat([temporal_pos, content_pos], -1)
-        rows = _GatherRows.apply(token, self.tape, read_pos.flatten(-2)).unflatten(1, read_pos.shape[1:])
+        rows, token = _GatherRows.apply(token, self.tape, read_pos.flatten(-2))
+        rows = rows.unflatten(1, read_pos.shape[1:])
         content = S.sparse_content_weights(
             rows[..., -c.sparse_reads :, :], io.read_keys, io.read_strengths, content_pos
         )
@@ -360,7 +377,9 @@ class SparseEngine:
 
     def final_state(self, state: FastState) -> SAMState | SDNCState:
         common = dict(
-            memory=self.tape.memory, read_positions=state.read_positions, read_weights=state.read_weights,
+            # A separate tensor object on the same buffer: the next call empties the object it is
+            # given (donation) while this call's backward may still hold the tape.
+            memory=self.tape.memory.detach(), read_positions=state.read_positions, read_weights=state.read_weights,
             write_positions=state.write_positions, write_weights=state.write_weights,
             last_access=self.usage.last_access(), time=state.time,
         )  # fmt: skip

@@ -12,8 +12,11 @@ per row:
 
 Because ``w`` and ``p`` are sparse, a step changes O(S) rows of each view (``S`` write slots),
 found without an ``N``-sized pass. With ``L = N`` nothing is truncated and the views equal the
-dense recursion (tested). As in the paper, no gradient passes through the sparse link matrices
-or the precedence; reads are differentiable in the previous read weights and the read modes.
+dense recursion (tested). With ``L < N`` each view is an approximation of its own: a row that
+links to a rewritten cell is found through the other view, so an entry the other view dropped
+misses that step's decay, and the two views can differ slightly on entries both keep. As in the
+paper, no gradient passes through the sparse link matrices or the precedence; reads are
+differentiable in the previous read weights and the read modes.
 
 Interface ``xi``: SAM's fields, then read modes ``3 * R`` (softmax over backward, forward, content).
 """

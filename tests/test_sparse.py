@@ -179,6 +179,13 @@ def test_step_counters_are_per_example():
         assert after.time[i] == s.time and (after.last_access[i] == s.last_access).all()
 
 
+def test_large_memories_start_lazily_zero_in_every_dtype():
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        state = sam(100_000, 32, 1, 1).init(dtype)
+        assert state.memory.dtype == dtype and state.memory.shape == (100_000, 32)
+        assert not state.memory.any() and getattr(state.memory, "memfn_all_zeros", False)
+
+
 def test_no_state_leaf_grows_with_n_squared():
     # pytorch-dnc's constructors allocated a dense N x N matrix (17 GB at 65,536 cells).
     n = 65_536

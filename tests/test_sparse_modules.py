@@ -257,6 +257,22 @@ def test_fast_path_gradient_reaches_a_learned_initial_memory(cls):
     assert start.shape == mhx.memory.shape  # a tensor that requires grad is copied, never consumed
 
 
+@shells
+def test_fast_path_backward_through_two_calls_reaches_the_first_call(cls):
+    # The second call takes the first call's buffers over; the first call's backward still works
+    # (through the controller state and read vectors; the memory itself is cut, as after detach).
+    rnn = small(cls)
+    out1, hidden = rnn(x_of())
+    out2, _ = rnn(x_of(), hidden)
+    (out1.sum() + out2.sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in rnn.parameters())
+    x = x_of().requires_grad_()
+    out1, hidden = rnn(x)
+    out2, _ = rnn(x_of(), hidden)
+    (grad,) = torch.autograd.grad(out2.sum(), x)  # reaches x through the carried controller state
+    assert grad.abs().sum() > 0
+
+
 def test_fast_path_backward_twice_with_retain_graph_gives_the_same_gradients():
     rnn = small(SAM)
     out, _ = rnn(x_of())

@@ -151,6 +151,19 @@ def test_incompatible_resume_fails_without_overwriting(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+def test_checkpoints_without_the_newer_options_still_resume(tmp_path):
+    r = run_task("copy", *SMALL, "-iterations", "2", "--checkpoint-dir", str(tmp_path), "--plot-dir", "")
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    for key in ("knn", "index"):  # written before these options existed
+        del ckpt["config"][key]
+    torch.save(ckpt, path)
+    resumed = run_task("copy", *SMALL, "-iterations", "3", "--resume", str(path), "--plot-dir", "")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(losses(resumed.stdout)) == [3]
+
+
 @pytest.mark.parametrize("task,metric", [("adding", "abs_error"), ("argmax", "accuracy")])
 def test_adding_and_argmax_run(task, metric):
     r = run_task(task, *SMALL, "-input_size", "5", "-sequence_max_length", "6", "-iterations", "2", "--plot-dir", "")

@@ -26,6 +26,8 @@ from memfn.sparse_modules import SAM, SDNC
 from memfn.tasks.definitions import TASKS, Task
 
 #: Options that decide the model's shape: a checkpoint is only compatible if they match.
+#: Defaults of model options that older checkpoints do not record.
+OPTION_DEFAULTS = {"knn": "exact", "index": "ivf"}
 MODEL_OPTIONS = (
     "task", "input_size", "rnn_type", "nhid", "memory_type", "nlayer", "nhlayer", "mem_size", "mem_slot",
     "read_heads", "sparse_reads", "temporal_reads", "output_size", "knn", "index",
@@ -164,9 +166,11 @@ def read_checkpoint(spec: str | Path, what: str = "--resume") -> tuple[Path, dic
 
 def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
     path, ckpt = read_checkpoint(spec)
-    diff = {
-        k: (ckpt["config"].get(k), getattr(args, k)) for k in MODEL_OPTIONS if ckpt["config"].get(k) != getattr(args, k)
-    }
+    # Options added after a checkpoint was written take their defaults; the faiss index only
+    # matters with --knn faiss.
+    saved = {**OPTION_DEFAULTS, **ckpt["config"]}
+    compared = [k for k in MODEL_OPTIONS if k != "index" or "faiss" in (saved.get("knn"), args.knn)]
+    diff = {k: (saved.get(k), getattr(args, k)) for k in compared if saved.get(k) != getattr(args, k)}
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise UserError(f"--resume: {path} is incompatible with these options ({shown})")
