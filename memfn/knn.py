@@ -97,6 +97,14 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
     return _faiss_op(memory, keys, k, config.index, config.num_lists, config.index_checks)
 
 
+def searchable_rows(rows: Tensor) -> np.ndarray:
+    """Rows as faiss indexes them: float32 on the CPU, normalised as the cosine normalises them (eps
+    inside the root), so inner products rank like cosine similarities. (Keys need no normalising:
+    one key's norm is a constant.)"""
+    rows = rows.detach() / torch.sqrt((rows.detach() * rows.detach()).sum(-1, keepdim=True) + COSINE_EPS)
+    return rows.to("cpu", torch.float32).contiguous().numpy()
+
+
 def _require_faiss():
     try:
         import faiss
@@ -112,10 +120,7 @@ def _faiss_op(memory: Tensor, keys: Tensor, k: int, index: str, num_lists: int, 
     faiss = _require_faiss()
     lead = memory.shape[:-2]
     n, w = memory.shape[-2:]
-    # faiss searches float32; normalise rows as the cosine does (eps inside the root) so inner
-    # products rank like cosine similarities. Keys need no normalising: one key's norm is a constant.
-    rows = memory / torch.sqrt((memory * memory).sum(-1, keepdim=True) + COSINE_EPS)
-    rows = rows.reshape(-1, n, w).to("cpu", torch.float32).contiguous().numpy()
+    rows = searchable_rows(memory.reshape(-1, n, w))
     queries = keys.reshape(rows.shape[0], -1, w).to("cpu", torch.float32).contiguous().numpy()
     out = np.empty((rows.shape[0], queries.shape[1], k), dtype=np.int64)
     for b in range(rows.shape[0]):

@@ -133,6 +133,8 @@ def sparse_updated_memory(
     lru_index = least_used.reshape(*least_used.shape, 1, 1).expand(*least_used.shape, 1, w)
     erased = memory.scatter(-2, lru_index, 0.0)
     index = write_positions.unsqueeze(-1).expand(*write_positions.shape, w)
+    # Out of place: under vmap the memory may be shared (unbatched) while the write is batched, and
+    # an in-place scatter_add_ into it is then impossible. (The fast path avoids both copies.)
     return erased.scatter_add(-2, index, write_weights.unsqueeze(-1) * write_vector.unsqueeze(-2))
 
 
@@ -141,7 +143,9 @@ def sparse_read_vectors(rows: Tensor, weights: Tensor) -> Tensor:
     return (weights.unsqueeze(-1) * rows).sum(-2)
 
 
-def last_access(prev_last_access: Tensor, time: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
+def last_access(
+    prev_last_access: Tensor, time: Tensor, positions: Tensor, weights: Tensor, in_place: bool = False
+) -> Tensor:
     """Stamp ``time`` on the cells accessed this step (total weight > :data:`ACCESS_THRESHOLD`).
 
     prev_last_access ``[N]`` int64, time ``[]`` int64, positions/weights ``[P]`` (the write and read
@@ -152,6 +156,9 @@ def last_access(prev_last_access: Tensor, time: Tensor, positions: Tensor, weigh
     previous = prev_last_access.gather(-1, positions)
     stamped = torch.where(total > ACCESS_THRESHOLD, time.unsqueeze(-1).expand_as(previous), previous)
     # Repeated positions carry the same total, hence the same value: the scatter is deterministic.
+    # in_place (the fast path) updates prev_last_access itself.
+    if in_place:
+        return prev_last_access.scatter_(-1, positions, stamped)
     return prev_last_access.scatter(-1, positions, stamped)
 
 

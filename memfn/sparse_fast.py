@@ -39,9 +39,8 @@ from torch.autograd.function import once_differentiable
 from memfn import sparse_addressing as S
 from memfn.ann_index import MaintainedIndex
 from memfn.interface import CONTENT, NUM_READ_MODES, check_interface
-from memfn.knn import KNNConfig, _fill_missing, nearest_cells
+from memfn.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
 from memfn.memory import Memory
-from memfn.numerics import COSINE_EPS
 from memfn.sparse import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
 from memfn.sparse_temporal import SDNCState, apply_link_row_updates, temporal_read_slots, temporal_updates
 
@@ -200,10 +199,7 @@ class LeastUsed:
 
     def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
         """:func:`memfn.sparse_addressing.last_access`, in place, then refresh the touched blocks."""
-        total = S.weights_at(positions, positions, weights.detach())
-        previous = self.stamps.gather(-1, positions)
-        stamped = torch.where(total > S.ACCESS_THRESHOLD, time.unsqueeze(-1).expand_as(previous), previous)
-        self.stamps.scatter_(-1, positions, stamped)
+        S.last_access(self.stamps, time, positions, weights, in_place=True)
         blocks = positions // self.block  # [B, P]
         view = self.stamps.view(*self.minima.shape, self.block)
         contents = view.gather(1, blocks.unsqueeze(-1).expand(*blocks.shape, self.block))
@@ -283,15 +279,11 @@ class SparseEngine:
 
     # -- nearest neighbours -----------------------------------------------------------------------
 
-    def _normalised(self, rows: Tensor) -> np.ndarray:
-        rows = rows / torch.sqrt((rows * rows).sum(-1, keepdim=True) + COSINE_EPS)
-        return rows.detach().to("cpu", torch.float32).contiguous().numpy()
-
     def _rows(self, b: int, ids: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Normalised non-zero rows of example ``b`` among ``ids``, and their ids."""
         rows = self.tape.memory[b, ids]
         nonzero = rows.abs().sum(-1) > 0
-        return self._normalised(rows[nonzero]), ids[nonzero].cpu().numpy()
+        return searchable_rows(rows[nonzero]), ids[nonzero].cpu().numpy()
 
     def _build_indexes(self, empty: bool) -> list[MaintainedIndex]:
         b, n, w = self.tape.memory.shape
@@ -304,7 +296,7 @@ class SparseEngine:
     def _update_indexes(self, positions: Tensor) -> None:
         for b, index in enumerate(self.indexes):  # type: ignore[arg-type]
             ids = torch.unique(positions[b])
-            rows = self._normalised(self.tape.memory[b, ids])
+            rows = searchable_rows(self.tape.memory[b, ids])
 
             def every_row(b=b, ids=ids, index=index):  # for a retraining: the indexed rows and these
                 known = torch.from_numpy(np.flatnonzero(index.present)).to(ids.device)
