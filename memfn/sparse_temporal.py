@@ -31,7 +31,7 @@ from torch import Tensor
 from memfn import sparse_addressing as S
 from memfn.interface import BACKWARD, CONTENT, FORWARD, NUM_READ_MODES, check_interface
 from memfn.knn import knn_config
-from memfn.memory import Memory, default_dtype, zeros
+from memfn.memory import Memory, default_dtype, ensure_fits, zeros
 from memfn.sparse import (
     SparseConfig,
     _ByName,
@@ -278,6 +278,9 @@ def sdnc(
 
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SDNCState:
         dtype = default_dtype(dtype)
+        item = torch.empty((), dtype=dtype).element_size()
+        # The memory and stamps (checked again below) plus the two link views: values and positions.
+        ensure_fits(n * (w * item + 8 + 2 * links * (item + 8)), f"an SDNC memory of {n:,} cells ({dtype})", device)
         base = initial_sparse_state(n, w, r, 2 * links + k, dtype, device)
 
         def empty(dtype):  # empty link slots: value 0 (their cell does not matter)
