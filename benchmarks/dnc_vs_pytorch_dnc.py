@@ -214,14 +214,10 @@ def resolve_dnc_python(flag: str | None) -> tuple[str | None, str]:
 
 
 def mem_available_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    # Imported here, not at the top: children run by --dnc-python may not have memfn.
+    from memfn.memory import available_bytes
+
+    return available_bytes()
 
 
 def estimate_bytes(b: int, n: int, args: argparse.Namespace) -> float:

@@ -86,20 +86,10 @@ def sparse_precedence(
     return S.top_slots(positions, values, keep)
 
 
-def sparse_link_rows(
-    positions: Tensor,
-    values: Tensor,
-    other_positions: Tensor,
-    rows: Tensor,
-    row_positions: Tensor,
-    row_weights: Tensor,
-    col_positions: Tensor,
-    col_weights: Tensor,
-    write_positions: Tensor,
-    write_weights: Tensor,
-) -> tuple[Tensor, Tensor]:
+def sparse_link_rows(positions: Tensor, values: Tensor, *update: Tensor) -> tuple[Tensor, Tensor]:
     """One L-sparse view of ``L' = D o L + a b^T`` (``D[i, j] = 1 - w[i] - w[j]``, zero diagonal).
 
+    ``update`` holds the remaining arguments of :func:`link_row_updates`, in its order.
     positions/values ``[N, L]``: this view; other_positions ``[N, L]``: the transposed view (used to
     find the rows holding an entry in a written column); rows ``[U]``: the rows to rebuild (the
     support of ``a`` and of ``w``); ``a`` = (row_positions, row_weights), ``b`` = (col_positions,
@@ -107,9 +97,7 @@ def sparse_link_rows(
 
     For the rows view ``a = w, b = p_{t-1}``; for the transposed view ``a = p_{t-1}, b = w``.
     """
-    update = link_row_updates(positions, values, other_positions, rows, row_positions, row_weights, col_positions,
-                              col_weights, write_positions, write_weights)  # fmt: skip
-    return apply_link_row_updates(positions, values, update)
+    return apply_link_row_updates(positions, values, link_row_updates(positions, values, *update))
 
 
 class LinkRowUpdate(NamedTuple):
