@@ -121,6 +121,7 @@ def test_interrupted_then_resumed_run_gives_the_same_losses(tmp_path):
         (["-memory_type", "foo"], "argument -memory_type/--memory_type: invalid choice: 'foo'"),
         (["-optim", "bar"], "invalid choice: 'bar'"),
         (["-mem_slot", "0"], "-mem_slot must be >= 1, got 0"),
+        (["--eval-lengths", "4", "0"], "--eval-lengths must all be >= 1, got 4 0"),
         (["--resume", "/nonexistent/ckpt"], "--resume: no checkpoint at /nonexistent/ckpt"),
         (["-memory_type", "sam", "-mem_slot", "8"], "-sparse_reads must be <= -mem_slot (8), got 10"),
         (
@@ -169,6 +170,16 @@ def test_adding_and_argmax_run(task, metric):
     r = run_task(task, *SMALL, "-input_size", "5", "-sequence_max_length", "6", "-iterations", "2", "--plot-dir", "")
     assert r.returncode == 0, r.stderr
     assert {m.group(3) for m in LINE.finditer(r.stdout)} == {metric}
+
+
+def test_eval_lengths_choose_the_held_out_lengths():
+    r = run_task("copy", *SMALL, "-iterations", "1", "--plot-dir", "", "--eval-lengths", "3", "5")
+    assert r.returncode == 0, r.stderr
+    assert re.findall(r"^generalisation length (\d+):", r.stdout, re.M) == ["3", "5"]
+    # argmax scores as many positions as its longest training sequence: longer ones cannot be evaluated.
+    r = run_task("argmax", *SMALL, "-sequence_max_length", "6", "-iterations", "1", "--eval-lengths", "7")
+    assert r.returncode == 2
+    assert r.stderr.strip().endswith("--eval-lengths must be <= 6 for argmax: the model scores that many positions")
 
 
 # The sparse command lines, verbatim but for a few iterations (and no plots in the repo).

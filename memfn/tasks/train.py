@@ -87,6 +87,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("tensorboard", default=None, nargs="?", const="runs", help="log scalars to TensorBoard (log dir)")
     opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
     opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
+    opt("eval-lengths", type=int, nargs="+", metavar="L", help="lengths evaluated at the end (copy: 1x 2x 4x)")
     return p
 
 
@@ -96,6 +97,11 @@ def check_args(args: argparse.Namespace) -> None:
                  "check_freq"):  # fmt: skip
         if getattr(args, name) < 1:
             raise UserError(f"-{name} must be >= 1, got {getattr(args, name)}")
+    if args.eval_lengths is not None and min(args.eval_lengths) < 1:
+        raise UserError(f"--eval-lengths must all be >= 1, got {' '.join(map(str, args.eval_lengths))}")
+    if args.task == "argmax" and args.eval_lengths and max(args.eval_lengths) > args.output_size:
+        limit = args.output_size
+        raise UserError(f"--eval-lengths must be <= {limit} for argmax: the model scores that many positions")
     if args.iterations < 0 or args.curriculum_increment < 0:
         raise UserError("-iterations and -curriculum_increment must be >= 0")
     if not 0 <= args.dropout < 1:
@@ -351,8 +357,7 @@ def train(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     results: dict[str, Any] = {"iterations": it, "seconds": seconds, "loss": last[0], task.metric_name: last[1]}
     if rank == 0:
-        for multiple in task.eval_multiples:
-            length = max_length * multiple
+        for length in args.eval_lengths or [max_length * multiple for multiple in task.eval_multiples]:
             _, metric, _ = evaluate(model, task, length, 100, eval_gen)
             results[f"{task.metric_name}@{length}"] = metric
             extra = f", {metric / (length * (args.input_size - 1)):.2%} of bits" if task.name == "copy" else ""
