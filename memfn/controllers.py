@@ -25,6 +25,12 @@ from memfn.validation import one_of, positive_int, probability
 
 Params = dict[str, Tensor]
 
+#: Initialisation schemes of :func:`controller`'s parameters.
+INITS = ("torch", "memoryless")
+#: Forget-gate (LSTM) and update-gate (GRU) bias of the ``memoryless`` scheme: the gate starts at
+#: sigmoid(-3) ~ 0.05, so the cell keeps about 5 % of its state per step.
+MEMORYLESS_GATE_BIAS = -3.0
+
 
 class LSTMState(NamedTuple):
     h: Tensor  # [num_layers, H]
@@ -40,8 +46,9 @@ class RNNState(NamedTuple):
 class Controller(NamedTuple):
     """A controller: pure functions over explicit parameters and state.
 
-    - ``init_params(generator=None, dtype=None, device=None) -> Params``: torch's default
-      initialisation, ``U(-1/sqrt(H), 1/sqrt(H))``.
+    - ``init_params(generator=None, dtype=None, device=None) -> Params``: with ``init='torch'``
+      torch's default, ``U(-1/sqrt(H), 1/sqrt(H))``; with ``init='memoryless'`` the same, then the
+      recurrent weights zero and the LSTM forget (GRU update) gate biased shut (see :func:`controller`).
     - ``init_state(dtype=None, device=None) -> state``: zeros (deterministic).
     - ``step(params, state, x, training=False) -> (output [H], new_state)``; with ``training`` and
       ``dropout > 0`` it drops out between layers, as ``nn.LSTM`` does (needs
@@ -76,6 +83,22 @@ def _gru_layer(p: Params, k: int, x: Tensor, h: Tensor) -> Tensor:
     return (1.0 - z) * n + z * h
 
 
+def _make_memoryless(params: Params, k: int, h_size: int, forget_gate: int | None) -> None:
+    """Layer ``k`` starts without memory of its own: no recurrent weights, a cell that forgets.
+
+    A controller that can hold a short sequence itself learns to, and then uses the external
+    memory as a one-step scratch cell that does not generalise to longer sequences. Starting
+    memoryless, storing in the memory is the only way to recall, so the network learns to write
+    and to follow the temporal links first. Gradients still reach these weights (``h_{t-1}`` is
+    not zero), so the controller grows what recurrence the task needs.
+    """
+    params[f"weight_hh_l{k}"].zero_()
+    if forget_gate is not None and f"bias_ih_l{k}" in params:
+        gate = slice(forget_gate * h_size, (forget_gate + 1) * h_size)
+        params[f"bias_ih_l{k}"][gate] = MEMORYLESS_GATE_BIAS
+        params[f"bias_hh_l{k}"][gate] = 0.0
+
+
 def _make(
     kind: str,
     input_size: int,
@@ -84,6 +107,7 @@ def _make(
     bias: bool,
     dropout: float,
     nonlinearity: str = "tanh",
+    init: str = "torch",
 ) -> Controller:
     i_size = positive_int("input_size", input_size)
     h_size = positive_int("hidden_size", hidden_size)
@@ -91,6 +115,9 @@ def _make(
     p_drop = probability("dropout", dropout)
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     act = {"tanh": torch.tanh, "relu": torch.relu}[one_of("nonlinearity", nonlinearity, ("tanh", "relu"))]
+    memoryless = one_of("init", init, INITS) == "memoryless"
+    # The gate whose bias makes the cell forget: LSTM forget gate (i, f, g, o), GRU update gate (r, z, n).
+    forget_gate = {"lstm": 1, "gru": 1, "rnn": None}[kind]
 
     def init_params(
         generator: torch.Generator | None = None,
@@ -110,6 +137,8 @@ def _make(
             for name, shape in shapes.items():
                 t = torch.empty(shape, dtype=default_dtype(dtype), device=device)
                 params[name] = t.uniform_(-bound, bound, generator=generator)
+            if memoryless:
+                _make_memoryless(params, k, h_size, forget_gate)
         return params
 
     def init_state(dtype: torch.dtype | None = None, device: torch.device | str | None = None):
@@ -142,14 +171,28 @@ def _make(
     return Controller(init_params, init_state, step, i_size, h_size, layers)
 
 
-def lstm(input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, dropout: float = 0.0) -> Controller:
+def lstm(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    dropout: float = 0.0,
+    init: str = "torch",
+) -> Controller:
     """A multi-layer LSTM controller with ``nn.LSTM``'s parameters (gate order i, f, g, o)."""
-    return _make("lstm", input_size, hidden_size, num_layers, bias, dropout)
+    return _make("lstm", input_size, hidden_size, num_layers, bias, dropout, init=init)
 
 
-def gru(input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, dropout: float = 0.0) -> Controller:
+def gru(
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bias: bool = True,
+    dropout: float = 0.0,
+    init: str = "torch",
+) -> Controller:
     """A multi-layer GRU controller with ``nn.GRU``'s parameters (gate order r, z, n)."""
-    return _make("gru", input_size, hidden_size, num_layers, bias, dropout)
+    return _make("gru", input_size, hidden_size, num_layers, bias, dropout, init=init)
 
 
 def rnn(
@@ -159,9 +202,10 @@ def rnn(
     bias: bool = True,
     dropout: float = 0.0,
     nonlinearity: str = "tanh",
+    init: str = "torch",
 ) -> Controller:
     """A multi-layer Elman RNN controller with ``nn.RNN``'s parameters; ``nonlinearity`` tanh or relu."""
-    return _make("rnn", input_size, hidden_size, num_layers, bias, dropout, nonlinearity)
+    return _make("rnn", input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)
 
 
 def controller(
@@ -172,7 +216,14 @@ def controller(
     bias: bool = True,
     dropout: float = 0.0,
     nonlinearity: str = "tanh",
+    init: str = "torch",
 ) -> Controller:
-    """Build a controller by name: ``rnn_type`` in {'lstm', 'gru', 'rnn'}."""
+    """Build a controller by name: ``rnn_type`` in {'lstm', 'gru', 'rnn'}.
+
+    ``init`` picks how ``init_params`` initialises: ``'torch'`` as ``nn.LSTM``/``nn.GRU``/``nn.RNN``
+    do, or ``'memoryless'``: the same, then every recurrent weight matrix zero and the LSTM forget
+    gate (GRU update gate) bias :data:`MEMORYLESS_GATE_BIAS`, so the controller starts without a
+    memory of its own and a memory-augmented network learns to use its external memory.
+    """
     kind = one_of("rnn_type", rnn_type, ("lstm", "gru", "rnn"))
-    return _make(kind, input_size, hidden_size, num_layers, bias, dropout, nonlinearity)
+    return _make(kind, input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from memfn.cell import CellState, batched_step, memory_cell, run
-from memfn.controllers import LSTMState, RNNState, controller
+from memfn.controllers import INITS, LSTMState, RNNState, controller
 from memfn.dense import DNCState, dnc
 from memfn.dense import read as dense_read
 from memfn.dense import write as dense_write
@@ -159,6 +159,7 @@ class MemoryNetwork(nn.Module):
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
+        controller_init: str = "memoryless",
     ) -> None:
         super().__init__()
         if bidirectional:
@@ -191,6 +192,7 @@ class MemoryNetwork(nn.Module):
         self.gpu_id = gpu_id
         self.use_compile = bool(compile)
         self.checkpoint_every = None if checkpoint_every is None else positive_int("checkpoint_every", checkpoint_every)
+        self.controller_init = one_of("controller_init", controller_init, INITS)
         self._compile_kwargs: dict[str, Any] = {}
         self._compiled_step: Callable | None = None
 
@@ -206,6 +208,7 @@ class MemoryNetwork(nn.Module):
                 self.bias,
                 self.dropout,
                 self.nonlinearity,
+                self.controller_init,
             )
             for layer in range(self.num_layers)
         ]
@@ -517,9 +520,12 @@ class DNC(MemoryNetwork):
     batch_first=True, dropout=0, bidirectional=False, nr_cells=5, read_heads=2, cell_size=10,
     nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True, debug=False,
     clip=20)``, plus keyword-only ``device`` / ``share_memory_between_layers`` (pytorch-dnc 2.0
-    spellings), ``output_size`` (default ``input_size``), ``compile`` and ``checkpoint_every``
+    spellings), ``output_size`` (default ``input_size``), ``compile``, ``checkpoint_every``
     (recompute segments of that many steps in backward instead of keeping every state: for large
-    ``nr_cells``, where the ``N x N`` link matrices dominate memory).
+    ``nr_cells``, where the ``N x N`` link matrices dominate memory) and ``controller_init``:
+    ``'memoryless'`` (the default: the controller starts with zero recurrent weights and a
+    forgetting cell, so the network learns to store in its memory; see
+    :func:`memfn.controllers.controller`) or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc).
 
     >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
     >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
@@ -556,6 +562,7 @@ class DNC(MemoryNetwork):
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
+        controller_init: str = "memoryless",
     ) -> None:
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         super().__init__(
@@ -563,7 +570,7 @@ class DNC(MemoryNetwork):
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=checkpoint_every, controller_init=controller_init,
         )  # fmt: skip
 
 

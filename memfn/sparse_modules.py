@@ -106,7 +106,8 @@ class SAM(_SparseNetwork):
     cell_size=10, nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True,
     debug=False, clip=20)`` plus keyword-only ``device``, ``share_memory_between_layers``,
     ``output_size``, ``compile``, ``checkpoint_every``, ``knn``, ``index``, ``num_lists``,
-    ``index_checks``. The hidden memory state is a :class:`memfn.sparse.SAMState`.
+    ``index_checks``, ``fast`` and ``controller_init`` (as :class:`memfn.DNC`). The hidden memory
+    state is a :class:`memfn.sparse.SAMState`.
 
     >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
     >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
@@ -148,6 +149,7 @@ class SAM(_SparseNetwork):
         num_lists: int | None = None,
         index_checks: int | None = None,
         fast: bool = True,
+        controller_init: str = "memoryless",
     ) -> None:
         self._build(sam, locals())
 
@@ -202,6 +204,7 @@ class SDNC(_SparseNetwork):
         num_lists: int | None = None,
         index_checks: int | None = None,
         fast: bool = True,
+        controller_init: str = "memoryless",
     ) -> None:
         self._build(sdnc, locals())
 

@@ -71,3 +71,36 @@ def test_bad_arguments_raise_value_error():
         memfn.lstm(3, 0)
     with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\), got 1.5"):
         memfn.gru(3, 4, dropout=1.5)
+    with pytest.raises(ValueError, match="init must be one of 'torch', 'memoryless'; got 'xavier'"):
+        memfn.lstm(3, 4, init="xavier")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kind,gate", [("lstm", 1), ("gru", 1), ("rnn", None)])
+def test_memoryless_init_has_no_recurrence_and_a_forgetting_cell(kind, gate, bias):
+    h = 8
+    params = memfn.controller(kind, 5, h, num_layers=2, bias=bias, init="memoryless").init_params()
+    reference = memfn.controller(kind, 5, h, num_layers=2, bias=bias).init_params()
+    assert set(params) == set(reference)
+    for k in range(2):
+        assert torch.count_nonzero(params[f"weight_hh_l{k}"]) == 0
+        assert params[f"weight_ih_l{k}"].abs().max() <= 1 / h**0.5 and params[f"weight_ih_l{k}"].std() > 0
+        if bias and gate is not None:
+            gate_rows = slice(gate * h, (gate + 1) * h)
+            # The gate's pre-activation bias is the sum of the two biases: sigmoid(-3) ~ 0.05 keeps 5 %.
+            total = params[f"bias_ih_l{k}"][gate_rows] + params[f"bias_hh_l{k}"][gate_rows]
+            assert torch.all(total == memfn.controllers.MEMORYLESS_GATE_BIAS)
+            others = torch.ones(params[f"bias_ih_l{k}"].shape[0], dtype=torch.bool)
+            others[gate_rows] = False
+            assert params[f"bias_ih_l{k}"][others].abs().max() <= 1 / h**0.5
+
+
+def test_memoryless_lstm_cell_forgets_at_first():
+    ctrl = memfn.lstm(3, 16, init="memoryless")
+    params, state = ctrl.init_params(), ctrl.init_state()
+    _, state = ctrl.step(params, state, torch.randn(3))
+    remembered = state.c.clone()
+    _, state = ctrl.step(params, state, torch.zeros(3))
+    # What the cell keeps of step 1 is the forget gate (~0.05) times it; the rest is step 2's own input.
+    _, fresh = ctrl.step(params, ctrl.init_state(), torch.zeros(3))
+    torch.testing.assert_close(state.c - fresh.c, torch.sigmoid(torch.tensor(-3.0)) * remembered, atol=1e-6, rtol=0)

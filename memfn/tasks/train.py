@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from memfn.controllers import INITS
 from memfn.modules import DNC
 from memfn.sparse_modules import SAM, SDNC
 from memfn.tasks.definitions import TASKS, Task
@@ -79,6 +80,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     # Ours.
     opt("seed", type=int, default=0, help="random seed (data, initialisation, dropout)")
     opt("compile", action="store_true", help="run the compiled step (torch.compile)")
+    opt("controller-init", default="memoryless", choices=list(INITS), help="controller initialisation (memfn.DNC)")
     opt("knn", default="exact", choices=["exact", "faiss"], help="nearest cells for sam/sdnc: exact top-k or faiss")
     opt("index", default="ivf", choices=["flat", "ivf", "hnsw"], help="faiss index (with --knn faiss)")
     opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
@@ -121,7 +123,7 @@ def build_model(args: argparse.Namespace) -> nn.Module:
         input_size=args.input_size, hidden_size=args.nhid, rnn_type=args.rnn_type, num_layers=args.nlayer,
         num_hidden_layers=args.nhlayer, dropout=args.dropout, nr_cells=args.mem_slot, cell_size=args.mem_size,
         read_heads=args.read_heads, gpu_id=args.cuda, batch_first=True, output_size=args.output_size,
-        compile=args.compile,
+        compile=args.compile, controller_init=getattr(args, "controller_init", "memoryless"),
     )  # fmt: skip
     # getattr: checkpoints written before these options existed rebuild with the defaults.
     search = {"knn": "faiss", "index": args.index} if getattr(args, "knn", "exact") == "faiss" else {}
