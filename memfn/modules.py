@@ -159,7 +159,7 @@ class MemoryNetwork(nn.Module):
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
-        controller_init: str = "memoryless",
+        controller_init: str = "torch",
     ) -> None:
         super().__init__()
         if bidirectional:

@@ -106,8 +106,10 @@ class SAM(_SparseNetwork):
     cell_size=10, nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True,
     debug=False, clip=20)`` plus keyword-only ``device``, ``share_memory_between_layers``,
     ``output_size``, ``compile``, ``checkpoint_every``, ``knn``, ``index``, ``num_lists``,
-    ``index_checks``, ``fast`` and ``controller_init`` (as :class:`memfn.DNC`). The hidden memory
-    state is a :class:`memfn.sparse.SAMState`.
+    ``index_checks``, ``fast`` and ``controller_init`` (as :class:`memfn.DNC`, but ``'torch'`` by
+    default: without temporal links, SAM orders its reads by content, which needs a controller
+    that counts, and the memoryless start learned copy more slowly here). The hidden memory state
+    is a :class:`memfn.sparse.SAMState`.
 
     >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
     >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
@@ -149,7 +151,7 @@ class SAM(_SparseNetwork):
         num_lists: int | None = None,
         index_checks: int | None = None,
         fast: bool = True,
-        controller_init: str = "memoryless",
+        controller_init: str = "torch",
     ) -> None:
         self._build(sam, locals())
 
@@ -204,7 +206,7 @@ class SDNC(_SparseNetwork):
         num_lists: int | None = None,
         index_checks: int | None = None,
         fast: bool = True,
-        controller_init: str = "memoryless",
+        controller_init: str = "torch",
     ) -> None:
         self._build(sdnc, locals())
 

@@ -753,18 +753,18 @@ def test_compiled_gradients_equal_eager():
         compiled(x_of(time=5), hid)[0].sum().backward()
 
 
-@pytest.mark.parametrize("cls", [DNC, memfn.SAM, memfn.SDNC])
-def test_controllers_start_memoryless_unless_asked_for_torch_init(cls):
+@pytest.mark.parametrize("cls,default", [(DNC, "memoryless"), (memfn.SAM, "torch"), (memfn.SDNC, "torch")])
+def test_controller_initialisation_defaults_and_choice(cls, default):
     kwargs = dict(input_size=4, hidden_size=8, num_layers=2, nr_cells=8, cell_size=3, read_heads=1)
     if cls is not DNC:
         kwargs.update(sparse_reads=2, **({"temporal_reads": 2} if cls is memfn.SDNC else {}))
-    default, torch_init = cls(**kwargs), cls(**kwargs, controller_init="torch")
-    assert default.controller_init == "memoryless"
+    assert cls(**kwargs).controller_init == default
+    memoryless, torch_init = cls(**kwargs, controller_init="memoryless"), cls(**kwargs, controller_init="torch")
     for layer in range(2):
         for k in range(2):  # num_hidden_layers
-            assert torch.count_nonzero(getattr(default.controllers[layer], f"weight_hh_l{k}")) == 0
+            assert torch.count_nonzero(getattr(memoryless.controllers[layer], f"weight_hh_l{k}")) == 0
             assert torch.count_nonzero(getattr(torch_init.controllers[layer], f"weight_hh_l{k}")) > 0
-            forget = getattr(default.controllers[layer], f"bias_ih_l{k}")[8:16]
+            forget = getattr(memoryless.controllers[layer], f"bias_ih_l{k}")[8:16]
             assert torch.all(forget == memfn.controllers.MEMORYLESS_GATE_BIAS)
 
 

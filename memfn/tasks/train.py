@@ -80,7 +80,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     # Ours.
     opt("seed", type=int, default=0, help="random seed (data, initialisation, dropout)")
     opt("compile", action="store_true", help="run the compiled step (torch.compile)")
-    opt("controller-init", default="memoryless", choices=list(INITS), help="controller initialisation (memfn.DNC)")
+    opt("controller-init", choices=list(INITS), help="default: memoryless for dnc, torch for sam and sdnc")
     opt("knn", default="exact", choices=["exact", "faiss"], help="nearest cells for sam/sdnc: exact top-k or faiss")
     opt("index", default="ivf", choices=["flat", "ivf", "hnsw"], help="faiss index (with --knn faiss)")
     opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
@@ -123,8 +123,10 @@ def build_model(args: argparse.Namespace) -> nn.Module:
         input_size=args.input_size, hidden_size=args.nhid, rnn_type=args.rnn_type, num_layers=args.nlayer,
         num_hidden_layers=args.nhlayer, dropout=args.dropout, nr_cells=args.mem_slot, cell_size=args.mem_size,
         read_heads=args.read_heads, gpu_id=args.cuda, batch_first=True, output_size=args.output_size,
-        compile=args.compile, controller_init=getattr(args, "controller_init", "memoryless"),
+        compile=args.compile,
     )  # fmt: skip
+    if getattr(args, "controller_init", None):  # else the shell's default
+        common["controller_init"] = args.controller_init
     # getattr: checkpoints written before these options existed rebuild with the defaults.
     search = {"knn": "faiss", "index": args.index} if getattr(args, "knn", "exact") == "faiss" else {}
     if args.memory_type == "sam":
