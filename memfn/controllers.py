@@ -90,7 +90,9 @@ def _make_memoryless(params: Params, k: int, h_size: int, forget_gate: int | Non
     memory as a one-step scratch cell that does not generalise to longer sequences. Starting
     memoryless, storing in the memory is the only way to recall, so the network learns to write
     and to follow the temporal links first. Gradients still reach these weights (``h_{t-1}`` is
-    not zero), so the controller grows what recurrence the task needs.
+    not zero), so the controller grows what recurrence the task needs. Without biases
+    (``bias=False``) only the recurrent weights are zeroed: the gate then starts near sigmoid(0),
+    keeping about half of the cell per step.
     """
     params[f"weight_hh_l{k}"].zero_()
     if forget_gate is not None and f"bias_ih_l{k}" in params:
@@ -179,7 +181,8 @@ def lstm(
     dropout: float = 0.0,
     init: str = "torch",
 ) -> Controller:
-    """A multi-layer LSTM controller with ``nn.LSTM``'s parameters (gate order i, f, g, o)."""
+    """A multi-layer LSTM controller with ``nn.LSTM``'s parameters (gate order i, f, g, o); ``init`` as
+    :func:`controller`."""
     return _make("lstm", input_size, hidden_size, num_layers, bias, dropout, init=init)
 
 
@@ -191,7 +194,8 @@ def gru(
     dropout: float = 0.0,
     init: str = "torch",
 ) -> Controller:
-    """A multi-layer GRU controller with ``nn.GRU``'s parameters (gate order r, z, n)."""
+    """A multi-layer GRU controller with ``nn.GRU``'s parameters (gate order r, z, n); ``init`` as
+    :func:`controller`."""
     return _make("gru", input_size, hidden_size, num_layers, bias, dropout, init=init)
 
 
@@ -204,7 +208,8 @@ def rnn(
     nonlinearity: str = "tanh",
     init: str = "torch",
 ) -> Controller:
-    """A multi-layer Elman RNN controller with ``nn.RNN``'s parameters; ``nonlinearity`` tanh or relu."""
+    """A multi-layer Elman RNN controller with ``nn.RNN``'s parameters; ``nonlinearity`` tanh or relu;
+    ``init`` as :func:`controller`."""
     return _make("rnn", input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)
 
 
@@ -222,8 +227,9 @@ def controller(
 
     ``init`` picks how ``init_params`` initialises: ``'torch'`` as ``nn.LSTM``/``nn.GRU``/``nn.RNN``
     do, or ``'memoryless'``: the same, then every recurrent weight matrix zero and the LSTM forget
-    gate (GRU update gate) bias :data:`MEMORYLESS_GATE_BIAS`, so the controller starts without a
-    memory of its own and a memory-augmented network learns to use its external memory.
+    gate (GRU update gate) bias :data:`MEMORYLESS_GATE_BIAS` (with ``bias=False`` only the weights),
+    so the controller starts without a memory of its own and a memory-augmented network learns to
+    use its external memory.
     """
     kind = one_of("rnn_type", rnn_type, ("lstm", "gru", "rnn"))
     return _make(kind, input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)

@@ -163,7 +163,9 @@ class SDNC(_SparseNetwork):
     batch_first=True, dropout=0, bidirectional=False, nr_cells=5000, sparse_reads=4,
     temporal_reads=4, read_heads=4, cell_size=10, nonlinearity='tanh', gpu_id=-1,
     independent_linears=False, share_memory=True, debug=False, clip=20)`` plus the keyword-only
-    options of :class:`SAM`. The hidden memory state is a :class:`memfn.sparse_temporal.SDNCState`.
+    options of :class:`SAM` (``controller_init='torch'`` by default too: on the task scripts' SDNC copy
+    command the memoryless start learned more slowly). The hidden memory state is a
+    :class:`memfn.sparse_temporal.SDNCState`.
 
     >>> rnn = SDNC(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, temporal_reads=2)
     >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))

@@ -26,6 +26,7 @@ def train_copy(*extra: str) -> tuple[int | None, dict[int, float]]:
     return first, {int(length): float(rate) for length, rate in RATE.findall(r.stdout)}
 
 
+@pytest.mark.slow
 def test_copy_learns_length_4_and_generalises_to_lengths_5_to_8():
     first, rates = train_copy()
     # pytorch-dnc needs about 5,000 iterations for 0.04 wrong bits per sequence on this command.

@@ -173,7 +173,7 @@ def test_adding_and_argmax_run(task, metric):
 
 
 def test_eval_lengths_choose_the_held_out_lengths():
-    r = run_task("copy", *SMALL, "-iterations", "1", "--plot-dir", "", "--eval-lengths", "3", "5")
+    r = run_task("copy", *SMALL, "-iterations", "1", "--plot-dir", "", "--eval-lengths", "3", "5", "3")
     assert r.returncode == 0, r.stderr
     assert re.findall(r"^generalisation length (\d+):", r.stdout, re.M) == ["3", "5"]
     # argmax scores as many positions as its longest training sequence: longer ones cannot be evaluated.

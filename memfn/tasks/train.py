@@ -2,8 +2,9 @@
 
 Options accept both ``-name`` (pytorch-dnc's README) and ``--name``. Ours on top: ``--seed``,
 ``--compile``, ``--checkpoint-dir``, ``--resume``, ``--plot-dir``, ``--tensorboard``, ``--quiet``,
-``--stop-at``. Under ``torchrun`` the model is wrapped in DDP (gloo on CPU, nccl on GPU): gradients
-are averaged and rank 0 alone logs, plots and checkpoints.
+``--stop-at``, ``--eval-lengths``, ``--controller-init``, ``--knn``, ``--index``. Under ``torchrun``
+the model is wrapped in DDP (gloo on CPU, nccl on GPU): gradients are averaged and rank 0 alone
+logs, plots and checkpoints.
 """
 
 from __future__ import annotations
@@ -361,7 +362,8 @@ def train(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - t0
     results: dict[str, Any] = {"iterations": it, "seconds": seconds, "loss": last[0], task.metric_name: last[1]}
     if rank == 0:
-        for length in args.eval_lengths or [max_length * multiple for multiple in task.eval_multiples]:
+        lengths = args.eval_lengths or [max_length * multiple for multiple in task.eval_multiples]
+        for length in dict.fromkeys(lengths):  # each once, in the order given
             _, metric, _ = evaluate(model, task, length, 100, eval_gen)
             results[f"{task.metric_name}@{length}"] = metric
             extra = f", {metric / (length * (args.input_size - 1)):.2%} of bits" if task.name == "copy" else ""
