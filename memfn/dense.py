@@ -24,7 +24,7 @@ class DNCState(NamedTuple):
 
     The single write head keeps its own axis (as in deepmind/dnc and pytorch-dnc), so batched
     shapes equal the ``dnc`` package's: link ``[B, 1, N, N]``, write weights ``[B, 1, N]``.
-    ``state["memory"]`` works as well as ``state.memory``, for code written against ``dnc``.
+    The shells hand it to users as a plain dict with these keys, in this order (:mod:`memfn.compat`).
     """
 
     memory: Tensor  # [N, W]
@@ -33,16 +33,6 @@ class DNCState(NamedTuple):
     read_weights: Tensor  # [R, N]
     write_weights: Tensor  # [1, N]
     usage_vector: Tensor  # [N]
-
-    def __getitem__(self, key):  # type: ignore[override]
-        if isinstance(key, str):
-            if key not in self._fields:
-                raise KeyError(f"{key!r}; the memory state has keys {self._fields}")
-            return getattr(self, key)
-        return tuple.__getitem__(self, key)
-
-    def keys(self) -> tuple[str, ...]:
-        return self._fields
 
 
 def write(state: DNCState, io: DNCInterface) -> DNCState:

@@ -10,48 +10,24 @@ moves everything; the hidden state passed in is never mutated.
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import optree
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from memfn import compat
 from memfn.cell import CellState, batched_step, memory_cell, run
-from memfn.controllers import INITS, LSTMState, RNNState, controller
+from memfn.compat import NOT_GIVEN
+from memfn.controllers import INITS, controller
 from memfn.dense import DNCState, dnc
 from memfn.dense import read as dense_read
 from memfn.dense import write as dense_write
 from memfn.interface import DNCInterface
 from memfn.memory import Memory, ensure_fits, zeros
 from memfn.validation import one_of, positive_int, probability
-
-
-class _Unset:
-    """The default of ``share_memory``: "not given" (so the 2.0 spelling may be used), meaning True."""
-
-    def __repr__(self) -> str:
-        return "True"
-
-
-_UNSET: Any = _Unset()
-_warned_devices: set[str] = set()
-
-Hidden = tuple[list, Any, Tensor]
-
-
-def _describe(value: Any) -> str:
-    """A short description of a received value, for error messages."""
-    if isinstance(value, Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of length {len(value)}"
-    return f"a {type(value).__name__}"
 
 
 def _transforms_active() -> bool:
@@ -68,37 +44,6 @@ def clone(hidden: Any) -> Any:
     """Copy every tensor of a hidden state (any nesting): a state to reuse after passing it to a
     SAM/SDNC fast-path call, which consumes the buffers it is given."""
     return optree.tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
-
-
-def _caller_level() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside memfn (the user's line)."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -> torch.device:
-    """The device from pytorch-dnc's ``gpu_id`` (1.x) or ``device`` (2.0); CPU, with a warning, if
-    CUDA was asked for on a machine without it (so published examples run anywhere)."""
-    if isinstance(gpu_id, bool) or not isinstance(gpu_id, int):
-        raise ValueError(f"gpu_id must be an integer (-1 for CPU), got {gpu_id!r}")
-    from_gpu_id = torch.device("cpu") if gpu_id < 0 else torch.device("cuda", gpu_id)
-    if device is None:
-        wanted = from_gpu_id
-    else:
-        wanted = torch.device(device)
-        if gpu_id >= 0 and (wanted.type != "cuda" or (wanted.index or 0) != gpu_id):
-            raise ValueError(f"gpu_id={gpu_id} and device={str(device)!r} disagree; give one of them")
-    if wanted.type == "cuda" and not torch.cuda.is_available():
-        if str(wanted) not in _warned_devices:
-            _warned_devices.add(str(wanted))
-            warnings.warn(
-                f"{wanted} was requested but CUDA is not available; running on CPU instead", stacklevel=_caller_level()
-            )
-        return torch.device("cpu")
-    return wanted
 
 
 class _Parameters(nn.Module):
@@ -150,16 +95,17 @@ class MemoryNetwork(nn.Module):
         nonlinearity: str = "tanh",
         gpu_id: int = -1,
         independent_linears: bool = False,
-        share_memory: bool = _UNSET,
+        share_memory: bool = NOT_GIVEN,
         debug: bool = False,
         clip: float = 20,
         *,
-        device: torch.device | str | None = None,
-        share_memory_between_layers: bool = _UNSET,
+        device: torch.device | str | None = NOT_GIVEN,
+        share_memory_between_layers: bool = NOT_GIVEN,
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
         controller_init: str = "torch",
+        api: str | None = None,
     ) -> None:
         super().__init__()
         if bidirectional:
@@ -181,14 +127,8 @@ class MemoryNetwork(nn.Module):
         self.clip = clip
         self.debug = bool(debug)
         self.independent_linears = bool(independent_linears)
-        if share_memory is not _UNSET and share_memory_between_layers is not _UNSET:
-            if bool(share_memory) != bool(share_memory_between_layers):
-                raise ValueError(
-                    f"share_memory={share_memory} and share_memory_between_layers="
-                    f"{share_memory_between_layers} disagree; they are two spellings of one option"
-                )
-        chosen = share_memory if share_memory is not _UNSET else share_memory_between_layers
-        self.share_memory = True if chosen is _UNSET else bool(chosen)
+        self.share_memory = compat.shared_memory(share_memory, share_memory_between_layers)
+        self.api = compat.dnc_api(api, device, share_memory_between_layers)
         self.gpu_id = gpu_id
         self.use_compile = bool(compile)
         self.checkpoint_every = None if checkpoint_every is None else positive_int("checkpoint_every", checkpoint_every)
@@ -231,7 +171,7 @@ class MemoryNetwork(nn.Module):
             self.interfaces = nn.ModuleList(nn.Linear(self.hidden_size, interface_size) for _ in range(self.num_layers))
         self.output = nn.Linear(self.hidden_size + read_size, self.output_size)
         self.memories = [self.memory_view(self, layer) for layer in range(len(mems))]
-        self.to(resolve_device(gpu_id, device))
+        self.to(compat.resolve_device(gpu_id, device))
 
     # -- parameters and steps ------------------------------------------------------------------
 
@@ -290,79 +230,13 @@ class MemoryNetwork(nn.Module):
             )
         return value.to(expected.dtype)
 
-    def _memory_state(self, name: str, given: Any, zero: Any) -> Any:
-        cls = type(zero)
-        if isinstance(given, dict):
-            missing = [k for k in cls._fields if k not in given]
-            if missing:
-                raise ValueError(f"{name} is missing keys {missing}; a memory state has keys {list(cls._fields)}")
-            given = cls(**{k: given[k] for k in cls._fields})
-        if not isinstance(given, cls):
-            raise TypeError(
-                f"{name} must be a {cls.__name__} or a dict with keys {list(cls._fields)}, got {_describe(given)}"
-            )
-        return cls(*(self._check(f"{name}[{k!r}]", g, z) for k, g, z in zip(cls._fields, given, zero)))
-
-    def _controller_state(self, name: str, given: Any, zero: Any) -> Any:
-        # dnc's layout is (num_hidden_layers, B, H); the pure core's is (B, num_hidden_layers, H).
-        if isinstance(zero, LSTMState):
-            if not isinstance(given, (tuple, list)) or len(given) != 2:
-                raise ValueError(f"{name} must be an (h, c) pair for rnn_type='lstm', got {_describe(given)}")
-            h, c = given
-            return LSTMState(
-                *(
-                    self._check(f"{name}[{i}]", t, z.transpose(0, 1)).transpose(0, 1)
-                    for i, t, z in ((0, h, zero.h), (1, c, zero.c))
-                )
-            )
-        return RNNState(self._check(name, given, zero.h.transpose(0, 1)).transpose(0, 1))
-
     def initial_state(self, hx: Any, batch_size: int, reset_experience: bool, like: Tensor) -> CellState:
-        """The batched :class:`~memfn.cell.CellState` from a ``dnc``-style ``hx`` (any part None)."""
-        zero = self._zeros(batch_size, like)
-        if hx is None:
-            hx = (None, None, None)
-        if not isinstance(hx, (tuple, list)) or len(hx) != 3:
-            raise ValueError(
-                f"hx must be None or a tuple (controller_hidden, memory, read_vectors), got {_describe(hx)}"
-            )
-        chx, mhx, last_read = hx
-        cstates = zero.controller
-        if chx is not None:
-            if not isinstance(chx, (list, tuple)) or len(chx) != self.num_layers:
-                raise ValueError(
-                    f"hx controller_hidden must be a list of {self.num_layers} layer states (num_layers="
-                    f"{self.num_layers}), got {_describe(chx)}"
-                )
-            cstates = tuple(
-                self._controller_state(f"controller_hidden[{i}]", g, z)
-                for i, (g, z) in enumerate(zip(chx, zero.controller))
-            )
-        mstates = zero.memory
-        self.fresh_memory = mhx is None or reset_experience  # all zeros: nothing to index yet
-        if mhx is not None and not reset_experience:
-            if self.share_memory:
-                mstates = self._memory_state("memory", mhx, zero.memory)
-            else:
-                if not isinstance(mhx, (list, tuple)) or len(mhx) != self.num_layers:
-                    raise ValueError(
-                        f"hx memory must be a list of {self.num_layers} states (share_memory=False), "
-                        f"got {_describe(mhx)}"
-                    )
-                mstates = tuple(
-                    self._memory_state(f"memory[{i}]", g, z) for i, (g, z) in enumerate(zip(mhx, zero.memory))
-                )
-        reads = zero.read_vectors if last_read is None else self._check("read_vectors", last_read, zero.read_vectors)
-        return CellState(cstates, mstates, reads)
-
-    def dnc_hidden(self, state: CellState) -> Hidden:
-        """``(controller_hidden, memory, read_vectors)`` in the ``dnc`` package's layout."""
-        chx = [
-            LSTMState(s.h.transpose(0, 1), s.c.transpose(0, 1)) if isinstance(s, LSTMState) else s.h.transpose(0, 1)
-            for s in state.controller
-        ]
-        mhx = state.memory if self.share_memory else list(state.memory)
-        return chx, mhx, state.read_vectors
+        """The batched :class:`~memfn.cell.CellState` from a ``dnc``-style ``hx`` (either release's
+        layout, any part None)."""
+        return compat.cell_state(
+            hx, self._zeros(batch_size, like), share_memory=self.share_memory, num_layers=self.num_layers,
+            reset_experience=reset_experience, check=self._check,
+        )  # fmt: skip
 
     # -- forward ---------------------------------------------------------------------------------
 
@@ -382,7 +256,28 @@ class MemoryNetwork(nn.Module):
         reset_experience: bool = False,
         pass_through_memory: bool = True,
     ):
-        """``output, (controller_hidden, memory, read_vectors)[, debug]``, as ``dnc.DNC.forward``."""
+        """Run the network over a sequence: ``output, (controller_hidden, memory, read_vectors)[, debug]``.
+
+        Args:
+            input: ``(B, T, input_size)`` if ``batch_first`` else ``(T, B, input_size)``, or a
+                ``PackedSequence``.
+            hx: the hidden state a previous call returned, or ``None``/``(None, None, None)`` for
+                zeros; any of its three parts may be ``None``. ``controller_hidden`` is a list with
+                one entry per layer (``(h, c)`` for LSTMs, each ``(num_hidden_layers, B, hidden_size)``);
+                ``memory`` is a dict (release 1.1 with ``share_memory=True``), a list of one dict
+                per layer (1.1, ``share_memory=False``) or a list with one dict per memory (2.0),
+                keyed by the memory state's fields; ``read_vectors`` is ``(B, read_heads * cell_size)``.
+                Plain dicts or ``OrderedDict``s rebuilt by the caller are accepted, in either layout.
+            reset_experience: start from a zero memory whatever ``hx`` holds.
+            pass_through_memory: if False, the memory is neither read nor written; the read
+                vectors fed on are zeros and the returned ones ``None`` (1.1) or zeros (2.0).
+
+        Returns:
+            ``output`` (same layout as ``input``, ``output_size`` features), the new hidden state
+            in this module's layout (``self.api``; never the tensors passed in, mutated), and with
+            ``debug=True`` a dict of batch element 0's memory views per (time, layer): for 1.1 one
+            array ``(T * num_layers, features)`` per key, for 2.0 a list of 2-D arrays per key.
+        """
         lengths = None
         if isinstance(input, PackedSequence):
             xs, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
@@ -394,6 +289,7 @@ class MemoryNetwork(nn.Module):
         # sequence length (a compiled step guards on strides, so a strided view would recompile).
         xs = xs.contiguous()
         state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
+        self.fresh_memory = compat.is_fresh_memory(hx, reset_experience)  # all zeros: nothing to index yet
         if self.use_compile and not self.debug and torch.is_grad_enabled() and not _transforms_active():
             # Every state after the first carries autograd history; a fresh (or detached) first
             # state would not, and the compiled step guards on requires_grad: it would compile a
@@ -412,7 +308,9 @@ class MemoryNetwork(nn.Module):
             output: Tensor | PackedSequence = pack_padded_sequence(ys, lengths, enforce_sorted=False)
         else:
             output = ys.transpose(0, 1) if self.batch_first else ys
-        hidden = self.dnc_hidden(state)
+        hidden = compat.dnc_hidden(
+            state, api=self.api, share_memory=self.share_memory, pass_through_memory=pass_through_memory
+        )
         if trace is None:
             return output, hidden
         return output, hidden, self.debug_record(trace, None if lengths is None else int(lengths[0]))
@@ -427,8 +325,9 @@ class MemoryNetwork(nn.Module):
         every = None if self.debug else self.checkpoint_every
         return run(step, params, state, xs, lengths, every, **kwargs)
 
-    def debug_record(self, trace: list, length: int | None = None) -> dict[str, np.ndarray]:
-        """``dnc``'s debug dictionary: batch element 0, one row per (time, layer), flattened.
+    def debug_record(self, trace: list, length: int | None = None) -> dict[str, Any]:
+        """``dnc``'s debug dictionary: batch element 0, one entry per (time, layer) (see
+        :func:`memfn.compat.debug_record` for each release's layout).
 
         ``length``: batch element 0's length for packed input. The trace holds the step's states
         before padded steps are masked out, so rows past that length show the state element 0
@@ -438,18 +337,19 @@ class MemoryNetwork(nn.Module):
             final = [trace[end - 1 if self.share_memory else end - layers + layer] for layer in range(layers)]
             trace = trace[:end] + [final[i % layers] for i in range(end, len(trace))]
         views = [self.debug_view(optree.tree_map(lambda t: t[0].detach(), s)) for s in trace]
-        return {key: np.stack([v[key].cpu().reshape(-1).numpy() for v in views]) for key in self.debug_keys}
+        return compat.debug_record(views, self.debug_keys, self.api)
 
     def debug_view(self, state: Any) -> dict[str, Tensor]:
         """The ``debug_keys`` of one example's memory state (subclasses derive views, e.g. dense weights)."""
-        return {key: state[key] for key in self.debug_keys}
+        return {key: getattr(state, key) for key in self.debug_keys}
 
 
 class MemoryView:
     """``rnn.memories[i]``: a layer's memory with pytorch-dnc's ``Memory`` methods, on the pure core.
 
-    ``hidden`` is the layer's memory state (or a dict with its keys) with a batch axis; the methods
-    return new states and never mutate the one given.
+    ``hidden`` is the layer's memory state (a dict with its keys, as pytorch-dnc's, or the state
+    NamedTuple) with a batch axis; the methods return new states as plain dicts, as pytorch-dnc's
+    ``Memory`` does, and never mutate the one given.
     """
 
     def __init__(self, network: MemoryNetwork, index: int) -> None:
@@ -459,7 +359,7 @@ class MemoryView:
     def _state(self, hidden: Any, batch_size: int, like: Tensor) -> Any:
         zero = self._network._zeros(batch_size, like).memory
         zero = zero if self._network.share_memory else zero[self.index]
-        return self._network._memory_state("hidden", hidden, zero)
+        return compat.memory_state("hidden", hidden, zero, self._network._check)
 
     def reset(self, batch_size: int = 1, hidden: Any = None, erase: bool = True) -> Any:
         """A zero state for ``batch_size`` examples, or a copy of ``hidden`` (zeroed if ``erase``)."""
@@ -467,8 +367,8 @@ class MemoryView:
         zero = self._network._zeros(batch_size, p).memory
         zero = zero if self._network.share_memory else zero[self.index]
         if hidden is None or erase:
-            return zero
-        return optree.tree_map(torch.clone, self._network._memory_state("hidden", hidden, zero))
+            return compat.memory_dict(zero)
+        return compat.memory_dict(optree.tree_map(torch.clone, self._state(hidden, batch_size, p)))
 
     def __call__(self, xi: Tensor, hidden: Any):
         """pytorch-dnc's ``Memory.forward``: controller output ``(B, H)`` -> ``(reads (B, R, W), state)``."""
@@ -476,7 +376,8 @@ class MemoryView:
         params = net.step_params()
         w, b = params[f"interfaces.{self.index}.weight"], params[f"interfaces.{self.index}.bias"]
         state = self._state(hidden, xi.shape[0], xi)
-        return net.memory_config.step(state, torch.nn.functional.linear(xi, w, b))
+        reads, new = net.memory_config.step(state, torch.nn.functional.linear(xi, w, b))
+        return reads, compat.memory_dict(new)
 
 
 MemoryNetwork.memory_view = MemoryView
@@ -505,12 +406,13 @@ class DenseMemoryView(MemoryView):
             erase_vector=erase_vector.squeeze(-2), write_vector=write_vector.squeeze(-2),
             free_gates=free_gates, allocation_gate=allocation_gate, write_gate=write_gate, read_modes=None,
         )  # fmt: skip
-        return dense_write(state, io)
+        return compat.memory_dict(dense_write(state, io))
 
     def read(self, read_keys, read_strengths, read_modes, hidden):
         """pytorch-dnc's ``Memory.read``: ``(read_vectors (B, R, W), new state)``."""
         state = self._state(hidden, read_keys.shape[0], read_keys)
-        return dense_read(state, read_keys, read_strengths, read_modes)
+        reads, new = dense_read(state, read_keys, read_strengths, read_modes)
+        return reads, compat.memory_dict(new)
 
 
 class DNC(MemoryNetwork):
@@ -525,7 +427,10 @@ class DNC(MemoryNetwork):
     ``nr_cells``, where the ``N x N`` link matrices dominate memory) and ``controller_init``:
     ``'memoryless'`` (the default: the controller starts with zero recurrent weights and a
     forgetting cell, so the network learns to store in its memory; see
-    :func:`memfn.controllers.controller`) or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc).
+    :func:`memfn.controllers.controller`) or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc),
+    and ``api``: the pytorch-dnc release whose hidden-state layout the module speaks, ``'1.1'`` or
+    ``'2.0'`` (default: ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is passed, whatever
+    its value, else ``'1.1'``; see :mod:`memfn.compat`).
 
     >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
     >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
@@ -553,16 +458,17 @@ class DNC(MemoryNetwork):
         nonlinearity: str = "tanh",
         gpu_id: int = -1,
         independent_linears: bool = False,
-        share_memory: bool = _UNSET,
+        share_memory: bool = NOT_GIVEN,
         debug: bool = False,
         clip: float = 20,
         *,
-        device: torch.device | str | None = None,
-        share_memory_between_layers: bool = _UNSET,
+        device: torch.device | str | None = NOT_GIVEN,
+        share_memory_between_layers: bool = NOT_GIVEN,
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
         controller_init: str = "memoryless",
+        api: str | None = None,
     ) -> None:
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         super().__init__(
@@ -570,8 +476,8 @@ class DNC(MemoryNetwork):
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
-            checkpoint_every=checkpoint_every, controller_init=controller_init,
+            checkpoint_every=checkpoint_every, controller_init=controller_init, api=api,
         )  # fmt: skip
 
 
-__all__ = ["DNC", "DNCState", "DenseMemoryView", "MemoryNetwork", "MemoryView", "clone", "detach", "resolve_device"]
+__all__ = ["DNC", "DNCState", "DenseMemoryView", "MemoryNetwork", "MemoryView", "clone", "detach"]

@@ -53,20 +53,6 @@ def split_sam_interface(xi: Tensor, read_heads: int, cell_size: int) -> SAMInter
     )
 
 
-class _ByName:
-    """``state["memory"]`` as well as ``state.memory``, for code written against ``dnc``'s dicts."""
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in self._fields:  # type: ignore[attr-defined]
-                raise KeyError(f"{key!r}; the memory state has keys {self._fields}")  # type: ignore[attr-defined]
-            return getattr(self, key)
-        return tuple.__getitem__(self, key)  # type: ignore[arg-type]
-
-    def keys(self) -> tuple[str, ...]:
-        return self._fields  # type: ignore[attr-defined]
-
-
 class SAMState(NamedTuple):
     """One example's SAM state: the memory and sparse weightings (positions + weights).
 
@@ -81,9 +67,6 @@ class SAMState(NamedTuple):
     write_weights: Tensor  # [S]
     last_access: Tensor  # [N] int64, the step of each cell's last non-negligible access (0: never)
     time: Tensor  # [] int64, steps taken
-
-    __getitem__ = _ByName.__getitem__  # type: ignore[assignment]
-    keys = _ByName.keys
 
 
 def usage(state: SAMState) -> Tensor:

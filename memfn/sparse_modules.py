@@ -18,8 +18,9 @@ from torch import Tensor
 
 from memfn import sparse_addressing as S
 from memfn.cell import batched_step, memory_cell, run
+from memfn.compat import NOT_GIVEN
 from memfn.memory import Memory
-from memfn.modules import _UNSET, MemoryNetwork, _transforms_active
+from memfn.modules import MemoryNetwork, _transforms_active
 from memfn.sparse import sam, usage
 from memfn.sparse_fast import SparseEngine
 from memfn.sparse_temporal import sdnc
@@ -79,21 +80,26 @@ class _SparseNetwork(MemoryNetwork):
         return None
 
     def debug_view(self, state: Any) -> dict[str, Tensor]:
-        """pytorch-dnc's debug keys for one example; weightings are shown dense over the N cells."""
+        """pytorch-dnc's debug keys for one example (weightings dense over the N cells), then memfn's."""
         n = state.memory.shape[-2]
+        visible = S.gather_rows(state.memory, state.read_positions)  # [R, K, W]
         view = {
             "memory": state.memory,
-            "visible_memory": S.gather_rows(state.memory, state.read_positions),
-            "read_positions": state.read_positions,
+            "visible_memory": visible,
             "read_weights": S.dense_weights(state.read_positions, state.read_weights, n),
             "write_weights": S.dense_weights(state.write_positions, state.write_weights, n),
+            "read_vectors": S.sparse_read_vectors(visible, state.read_weights),  # [R, W]
+            "least_used_mem": S.least_recently_used(state.last_access).unsqueeze(-1),  # [1]: next step's erase
             "usage": usage(state),
+            "read_positions": state.read_positions,
         }
         if "link_matrix" in self.debug_keys:
             view.update(
                 link_matrix=state.link_matrix,  # [N, L]: the kept entries of each row, as in pytorch-dnc
                 rev_link_matrix=state.rev_link_matrix,
                 precedence=S.dense_weights(state.precedence_positions, state.precedence, n),
+                link_positions=state.link_positions,  # memfn's: the columns of those entries
+                rev_link_positions=state.rev_link_positions,
             )
         return {key: view[key] for key in self.debug_keys}
 
@@ -117,7 +123,9 @@ class SAM(_SparseNetwork):
     ((2, 5, 8), (2, 2, 4), (2, 8))
     """
 
-    debug_keys = ("memory", "visible_memory", "read_positions", "read_weights", "write_weights", "usage")
+    #: pytorch-dnc's ``SAM`` debug keys, in its order.
+    debug_keys = ("memory", "visible_memory", "read_weights", "write_weights", "read_vectors", "least_used_mem",
+                  "usage", "read_positions")  # fmt: skip
 
     def __init__(
         self,
@@ -137,12 +145,12 @@ class SAM(_SparseNetwork):
         nonlinearity: str = "tanh",
         gpu_id: int = -1,
         independent_linears: bool = False,
-        share_memory: bool = _UNSET,
+        share_memory: bool = NOT_GIVEN,
         debug: bool = False,
         clip: float = 20,
         *,
-        device: torch.device | str | None = None,
-        share_memory_between_layers: bool = _UNSET,
+        device: torch.device | str | None = NOT_GIVEN,
+        share_memory_between_layers: bool = NOT_GIVEN,
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
@@ -152,6 +160,7 @@ class SAM(_SparseNetwork):
         index_checks: int | None = None,
         fast: bool = True,
         controller_init: str = "torch",
+        api: str | None = None,
     ) -> None:
         self._build(sam, locals())
 
@@ -173,7 +182,10 @@ class SDNC(_SparseNetwork):
     ((2, 5, 8), (2, 32, 2), (2, 32, 2))
     """
 
-    debug_keys = SAM.debug_keys + ("link_matrix", "rev_link_matrix", "precedence")
+    #: pytorch-dnc's ``SDNC`` debug keys, in its order, then memfn's link columns.
+    debug_keys = ("memory", "visible_memory", "link_matrix", "rev_link_matrix", "precedence", "read_weights",
+                  "write_weights", "read_vectors", "least_used_mem", "usage", "read_positions", "link_positions",
+                  "rev_link_positions")  # fmt: skip
 
     def __init__(
         self,
@@ -194,12 +206,12 @@ class SDNC(_SparseNetwork):
         nonlinearity: str = "tanh",
         gpu_id: int = -1,
         independent_linears: bool = False,
-        share_memory: bool = _UNSET,
+        share_memory: bool = NOT_GIVEN,
         debug: bool = False,
         clip: float = 20,
         *,
-        device: torch.device | str | None = None,
-        share_memory_between_layers: bool = _UNSET,
+        device: torch.device | str | None = NOT_GIVEN,
+        share_memory_between_layers: bool = NOT_GIVEN,
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
@@ -209,6 +221,7 @@ class SDNC(_SparseNetwork):
         index_checks: int | None = None,
         fast: bool = True,
         controller_init: str = "torch",
+        api: str | None = None,
     ) -> None:
         self._build(sdnc, locals())
 

@@ -34,7 +34,6 @@ from memfn.knn import knn_config
 from memfn.memory import Memory, default_dtype, ensure_fits, zeros
 from memfn.sparse import (
     SparseConfig,
-    _ByName,
     _sparse_reads,
     content_read,
     finish_step,
@@ -65,9 +64,6 @@ class SDNCState(NamedTuple):
     rev_link_positions: Tensor  # [N, L] int64
     precedence: Tensor  # [L]
     precedence_positions: Tensor  # [L] int64
-
-    __getitem__ = _ByName.__getitem__  # type: ignore[assignment]
-    keys = _ByName.keys
 
 
 def _write_weight_at(cells: Tensor, write_positions: Tensor, write_weights: Tensor) -> Tensor:

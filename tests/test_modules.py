@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import optree
@@ -20,7 +21,7 @@ import torch.utils._pytree as pytree
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import memfn
-import memfn.modules
+import memfn.compat
 from memfn import DNC, DNCState
 from memfn.dense import read as dense_read
 from memfn.dense import write as dense_write
@@ -68,8 +69,19 @@ def twin(rnn: DNC, **kwargs) -> DNC:
     return other
 
 
+def _as_dicts(tree):
+    """memfn's state NamedTuples as the dicts the shells return (so leaves line up in one order)."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields") and "memory" in tree._fields:
+        return dict(zip(tree._fields, tree))
+    if isinstance(tree, dict):
+        return {k: _as_dicts(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_as_dicts(v) for v in tree) if not hasattr(tree, "_fields") else tree
+    return tree
+
+
 def leaves(tree) -> list[torch.Tensor]:
-    return optree.tree_leaves(tree)
+    return optree.tree_leaves(_as_dicts(tree))
 
 
 def assert_trees_close(a, b, atol=1e-5, rtol=1e-5):
@@ -95,7 +107,7 @@ def fresh_device_warnings(monkeypatch):
     """The once-per-process CUDA warning fires again in this test."""
     if torch.cuda.is_available():
         pytest.skip("the CPU fallback warning only happens without CUDA")
-    monkeypatch.setattr(memfn.modules, "_warned_devices", set())
+    monkeypatch.setattr(memfn.compat, "_warned_devices", set())
 
 
 # -- constructor -----------------------------------------------------------------------------------
@@ -123,7 +135,7 @@ def test_share_memory_defaults_to_true():
     rnn = small(num_layers=2)
     assert rnn.share_memory is True and len(rnn.memories) == 1
     _, (chx, mhx, _) = rnn(x_of())
-    assert isinstance(mhx, DNCState) and len(chx) == 2
+    assert type(mhx) is dict and len(chx) == 2
 
 
 @pytest.mark.parametrize("value", [True, False])
@@ -155,7 +167,8 @@ def test_cuda_without_cuda_warns_once_and_runs_on_cpu(fresh_device_warnings, kwa
         rnn = small(**kwargs)
     assert all(p.device.type == "cpu" for p in rnn.parameters())
     out, (_, mhx, rv) = rnn(x_of())
-    assert out.device.type == mhx["memory"].device.type == rv.device.type == "cpu"
+    memory = mhx[0] if "device" in kwargs else mhx  # device= speaks pytorch-dnc 2.0: one dict per memory
+    assert out.device.type == memory["memory"].device.type == rv.device.type == "cpu"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per device per process: no second warning
         small(**kwargs)
@@ -244,7 +257,7 @@ def test_share_memory_false_gives_each_layer_its_own_memory():
     # Shared: one memory, stepped by both layers in turn.
     shared = twin(rnn, num_layers=2, share_memory=True)
     _, (_, smhx, _) = shared(x_of())
-    assert isinstance(smhx, DNCState)
+    assert type(smhx) is dict
 
 
 def test_independent_linears_names_and_equivalence_to_the_fused_linear():
@@ -350,10 +363,20 @@ def test_reset_experience_clears_memory_but_keeps_the_controller_state():
 def test_pass_through_memory_false_bypasses_memory():
     rnn = small(num_layers=2)
     chx, mhx, rv = rnn(x_of())[1]
-    out, (_, mhx2, rv2) = rnn(x_of(), (chx, mhx, rv), pass_through_memory=False)
+    x = x_of()
+    out, (_, mhx2, rv2) = rnn(x, (chx, mhx, rv), pass_through_memory=False)
     assert out.shape == (B, T, I)
-    assert (rv2 == 0).all()
+    assert rv2 is None  # dnc 1.1.0's read vectors without the memory
     assert_trees_close(mhx2, mhx, atol=0, rtol=0)  # memory untouched
+    # pytorch-dnc 2.0 returns zeros instead; a model speaking 2.0 does too, with the same output.
+    rnn2 = twin(rnn, num_layers=2, api="2.0")
+    out2, (_, mhx3, rv3) = rnn2(x, (chx, [mhx], rv), pass_through_memory=False)
+    assert (rv3 == 0).all() and rv3.shape == rv.shape
+    torch.testing.assert_close(out2, out, atol=0, rtol=0)
+    assert type(mhx3) is list and len(mhx3) == 1
+    assert_trees_close(mhx3[0], mhx, atol=0, rtol=0)
+    # None read vectors are accepted on input as zeros.
+    torch.testing.assert_close(rnn(x, (chx, mhx, None))[0], rnn(x, (chx, mhx, torch.zeros_like(rv)))[0])
 
 
 def test_initial_state_is_deterministic_zeros():
@@ -418,11 +441,10 @@ def test_hidden_structure_and_shapes(rnn_type, share_memory):
         else:
             assert isinstance(layer, torch.Tensor) and layer.shape == (3, B, H)
     mems = [mhx] if share_memory else mhx
-    assert isinstance(mhx, DNCState if share_memory else list) and len(mems) == (1 if share_memory else 2)
+    assert type(mhx) is (dict if share_memory else list) and len(mems) == (1 if share_memory else 2)
     for m in mems:
-        assert tuple(m.keys()) == KEYS
+        assert type(m) is dict and tuple(m.keys()) == KEYS
         assert {k: tuple(m[k].shape) for k in KEYS} == memory_shapes(B)
-        assert m.memory is m["memory"]
     assert rv.shape == (B, R * W)
 
 
@@ -439,24 +461,24 @@ def test_plain_containers_rebuilt_from_flat_tensors_are_accepted(share_memory, f
     from plain lists, tuples and dicts, and pass it back."""
     rnn = small(num_layers=2, share_memory=share_memory)
     _, hidden = rnn(x_of())
-    flat = optree.tree_leaves(hidden) if flatten == "optree" else pytree.tree_flatten(hidden)[0]
+    flat, spec = optree.tree_flatten(hidden) if flatten == "optree" else pytree.tree_flatten(hidden)
     assert all(isinstance(t, torch.Tensor) for t in flat)
-    it = iter([t.clone() for t in flat])
-    chx = [(next(it), next(it)) for _ in range(2)]
-    # Plain dicts, keys in any order (optree, for one, flattens a dict in sorted key order).
-    mems = [dict(sorted({k: next(it) for k in KEYS}.items())) for _ in range(1 if share_memory else 2)]
-    rv = next(it)
-    rebuilt = (chx, mems[0] if share_memory else mems, rv)
-    assert next(it, None) is None
+    # The structure round-trips through either pytree library unchanged.
+    back = optree.tree_unflatten(spec, flat) if flatten == "optree" else pytree.tree_unflatten(flat, spec)
+    assert _structure(back) == _structure(hidden) and type(back[1]) is type(hidden[1])
+    assert_trees_close(back, hidden, atol=0, rtol=0)
+    # Rebuilt by hand from a flat list, in dnc's key order (what ``list(mhx.values())`` gives).
+    chx, mhx, rv = hidden
+    mems = [mhx] if share_memory else mhx
+    values = iter([t.clone() for m in mems for t in m.values()])
+    rebuilt_mems = [OrderedDict((k, next(values)) for k in KEYS) for _ in mems]
+    rebuilt = ([tuple(t.clone() for t in layer) for layer in chx], rebuilt_mems[0] if share_memory else rebuilt_mems,
+               rv.clone())  # fmt: skip
     x = x_of()
     out_a, hid_a = rnn(x, hidden)
     out_b, hid_b = rnn(x, rebuilt)
-    torch.testing.assert_close(out_b, out_a)
-    assert_trees_close(hid_b, hid_a)
-    # The structure round-trips through either pytree library unchanged.
-    assert optree.tree_structure(hid_b) == optree.tree_structure(hidden)
-    spec = pytree.tree_flatten(hidden)[1]
-    assert_trees_close(pytree.tree_unflatten(flat, spec), hidden, atol=0, rtol=0)
+    torch.testing.assert_close(out_b, out_a, atol=0, rtol=0)
+    assert_trees_close(hid_b, hid_a, atol=0, rtol=0)
 
 
 # -- against the dnc package -----------------------------------------------------------------------
@@ -553,12 +575,12 @@ def test_memory_view_write_and_read_agree_with_the_pure_functions(share_memory):
     before = optree.tree_map(torch.clone, state)
     args = _write_args()
     new = view.write(**args, hidden=state)
-    assert isinstance(new, DNCState) and {k: tuple(new[k].shape) for k in KEYS} == memory_shapes(B)
+    assert type(new) is dict and {k: tuple(new[k].shape) for k in KEYS} == memory_shapes(B)
     keys, strengths, modes = _read_args()
     reads, after = view.read(keys, strengths, modes, new)
     assert reads.shape == (B, R, W)
     for b in range(B):  # the unbatched pure core, one example at a time
-        one = DNCState(*(t[b] for t in state))
+        one = DNCState(*(t[b] for t in state.values()))
         io = DNCInterface(
             read_keys=keys[b], read_strengths=strengths[b], write_key=args["write_key"][b],
             write_strength=args["write_strength"][b], erase_vector=args["erase_vector"][b, 0],
@@ -566,10 +588,10 @@ def test_memory_view_write_and_read_agree_with_the_pure_functions(share_memory):
             allocation_gate=args["allocation_gate"][b], write_gate=args["write_gate"][b], read_modes=modes[b],
         )  # fmt: skip
         written = dense_write(one, io)
-        assert_trees_close(DNCState(*(t[b] for t in new)), written)
+        assert_trees_close(DNCState(*(t[b] for t in new.values())), written)
         r_b, s_b = dense_read(written, keys[b], strengths[b], modes[b])
         torch.testing.assert_close(reads[b], r_b)
-        assert_trees_close(DNCState(*(t[b] for t in after)), s_b)
+        assert_trees_close(DNCState(*(t[b] for t in after.values())), s_b)
     assert_trees_close(state, before, atol=0, rtol=0)  # not mutated
     # A plain dict is accepted as the hidden state too.
     new_from_dict = view.write(**args, hidden={k: state[k] for k in KEYS})
@@ -581,14 +603,14 @@ def test_memory_view_reset():
     view = rnn.memories[0]
     zero = view.reset(B)
     assert {k: tuple(zero[k].shape) for k in KEYS} == memory_shapes(B)
-    assert all((t == 0).all() for t in zero)
-    assert {k: tuple(v.shape) for k, v in zip(KEYS, view.reset())} == memory_shapes(1)
+    assert type(zero) is dict and all((t == 0).all() for t in zero.values())
+    assert {k: tuple(v.shape) for k, v in view.reset().items()} == memory_shapes(1)
     _, (_, mhx, _) = rnn(x_of())
     kept = view.reset(B, {k: mhx[k] for k in KEYS}, erase=False)
     assert_trees_close(kept, mhx, atol=0, rtol=0)
-    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(kept, mhx))  # a copy
+    assert all(kept[k].data_ptr() != mhx[k].data_ptr() for k in KEYS)  # a copy
     erased = view.reset(B, mhx, erase=True)
-    assert all((t == 0).all() for t in erased) and (mhx["memory"] != 0).any()
+    assert all((t == 0).all() for t in erased.values()) and (mhx["memory"] != 0).any()
 
 
 def test_memory_view_forward_is_one_memory_step():
@@ -597,7 +619,7 @@ def test_memory_view_forward_is_one_memory_step():
     h = torch.randn(B, H)
     reads, state = rnn.memories[0](h, mhx)
     xi = torch.nn.functional.linear(h, rnn.interfaces[0].weight, rnn.interfaces[0].bias)
-    ref_reads, ref_state = torch.func.vmap(rnn.memory_config.step)(mhx, xi)
+    ref_reads, ref_state = torch.func.vmap(rnn.memory_config.step)(DNCState(**mhx), xi)
     torch.testing.assert_close(reads, ref_reads)
     assert_trees_close(state, ref_state)
 
@@ -826,14 +848,14 @@ def test_hidden_state_from_another_config():
         rnn(x, (small()(x)[1][0], None, None))
     with pytest.raises(ValueError, match=r"must be an \(h, c\) pair for rnn_type='lstm', got a tensor of shape"):
         rnn(x, (small(rnn_type="gru", num_layers=2)(x)[1][0], None, None))
-    with pytest.raises(TypeError, match=r"controller_hidden\[0\] must be a tensor, got LSTMState"):
+    with pytest.raises(TypeError, match=r"controller_hidden\[0\] must be a tensor, got tuple"):
         small(rnn_type="gru", num_layers=2)(x, (rnn(x)[1][0], None, None))
-    with pytest.raises(TypeError, match=r"memory must be a DNCState or a dict with keys .*got a list of length 2"):
+    with pytest.raises(ValueError, match=r"1 memory \(share_memory=True\), got a list of length 2"):
         rnn(x, (None, small(num_layers=2, share_memory=False)(x)[1][1], None))
-    with pytest.raises(ValueError, match=r"hx memory must be a list of 2 states \(share_memory=False\), got a DNCSt"):
+    with pytest.raises(ValueError, match=r"hx memory must be a list of 2 dicts \(share_memory=False\), got a dict"):
         small(num_layers=2, share_memory=False)(x, (None, rnn(x)[1][1], None))
     with pytest.raises(ValueError, match=r"memory is missing keys \['usage_vector'\]"):
-        rnn(x, (None, {k: v for k, v in zip(KEYS[:-1], rnn(x)[1][1])}, None))
+        rnn(x, (None, {k: v for k, v in zip(KEYS[:-1], rnn(x)[1][1].values())}, None))
     with pytest.raises(ValueError, match=r"hx must be None or a tuple \(.*\), got a tensor of shape \(3,\)"):
         rnn(x, torch.zeros(3))
 

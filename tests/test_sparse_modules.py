@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import optree
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import memfn
-import memfn.modules
+import memfn.compat
 from memfn import SAM, SDNC
 
 I, H, N, W, R, K, L = 6, 12, 24, 4, 2, 3, 2
 B, T = 3, 7
-SAM_KEYS = ("memory", "visible_memory", "read_positions", "read_weights", "write_weights", "usage")
-SDNC_KEYS = SAM_KEYS + ("link_matrix", "rev_link_matrix", "precedence")
+# pytorch-dnc's debug keys, in its order (SDNC: then memfn's link columns).
+SAM_KEYS = ("memory", "visible_memory", "read_weights", "write_weights", "read_vectors", "least_used_mem", "usage",
+            "read_positions")  # fmt: skip
+SDNC_KEYS = ("memory", "visible_memory", "link_matrix", "rev_link_matrix", "precedence", "read_weights",
+             "write_weights", "read_vectors", "least_used_mem", "usage", "read_positions", "link_positions",
+             "rev_link_positions")  # fmt: skip
 
 
 def small(cls, **kwargs):
@@ -48,7 +53,7 @@ shells = pytest.mark.parametrize("cls", [SAM, SDNC], ids=["SAM", "SDNC"])
 def fresh_device_warnings(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("the CPU fallback warning only happens without CUDA")
-    monkeypatch.setattr(memfn.modules, "_warned_devices", set())
+    monkeypatch.setattr(memfn.compat, "_warned_devices", set())
 
 
 ISSUE_EXAMPLE = """
@@ -135,7 +140,7 @@ def test_sdnc_forward_and_backward_links_stay_distinct_after_a_round_trip():
     assert not torch.equal(mhx["link_matrix"], mhx["rev_link_matrix"])
     state = rnn.initial_state((chx, mhx, rv), B, False, x_of())
     for key in mhx.keys():
-        assert torch.equal(state.memory[key], mhx[key]), key
+        assert torch.equal(getattr(state.memory, key), mhx[key]), key
     as_dict = {k: mhx[k] for k in mhx.keys()}
     x = x_of(time=2)
     out_a, (_, after_a, _) = rnn(x, memfn.clone((chx, mhx, rv)))  # the fast path consumes what it is given
@@ -154,7 +159,7 @@ def test_reset_experience_and_pass_through_memory(cls):
     torch.testing.assert_close(reset, fresh)
     bypass, (_, mhx, rv) = rnn(x, memfn.clone(hidden), pass_through_memory=False)
     assert_trees_close(mhx, hidden[1])
-    assert (rv == 0).all()
+    assert rv is None  # dnc 1.1.0's read vectors without the memory (2.0: zeros)
 
 
 @shells
@@ -177,9 +182,14 @@ def test_debug_views_of_batch_element_0(cls):
     widths = {"memory": N * W, "visible_memory": R * slots * W, "read_positions": R * slots}
     widths |= {"read_weights": R * N, "write_weights": N, "usage": N}
     widths |= {"link_matrix": N * L, "rev_link_matrix": N * L, "precedence": N}
+    widths |= {"read_vectors": R * W, "least_used_mem": 1, "link_positions": N * L, "rev_link_positions": N * L}
     assert {k: v.shape for k, v in debug.items()} == {k: (2 * T, widths[k]) for k in keys}
     final = hidden[1]
     assert (debug["memory"][-1] == final["memory"][0].detach().reshape(-1).numpy()).all()
+    # The read vectors are what the last layer read (the ones handed on), the least-used cell one
+    # that no read slot of this step holds unless every cell was touched.
+    np.testing.assert_allclose(debug["read_vectors"][-1], hidden[2][0].detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert ((0 <= debug["least_used_mem"]) & (debug["least_used_mem"] < N)).all()
     # Dense views of the sparse weightings: each head's read weights sum to at most 1.
     assert (debug["read_weights"].reshape(2 * T, R, N).sum(-1) <= 1 + 1e-5).all()
     plain = small(cls, num_layers=2)
@@ -194,7 +204,7 @@ def test_memory_views_step_the_layer_memory(cls):
     rnn = small(cls)
     state = rnn.memories[0].reset(batch_size=B)
     reads, after = rnn.memories[0](torch.randn(B, H), state)
-    assert reads.shape == (B, R, W) and after.time.tolist() == [1] * B
+    assert reads.shape == (B, R, W) and after["time"].tolist() == [1] * B
     assert not hasattr(rnn.memories[0], "write")  # pytorch-dnc's dense write/read are DNC-only
 
 
@@ -207,7 +217,7 @@ def test_faiss_backend_runs_and_matches_exact_where_no_ties(cls):
     x = x_of()
     # Prime with a random memory so nearest cells are unique (a zero memory is all ties).
     _, (chx, mhx, rv) = exact(x)
-    mhx = mhx._replace(memory=torch.randn_like(mhx.memory))
+    mhx = {**mhx, "memory": torch.randn_like(mhx["memory"])}
     out_e, _ = exact(x[:, :1], memfn.clone((chx, mhx, rv)))
     out_f, _ = flat(x[:, :1], (chx, mhx, rv))
     torch.testing.assert_close(out_f, out_e)
@@ -244,17 +254,17 @@ def test_fast_path_gradient_reaches_a_learned_initial_memory(cls):
     pure = small(cls, fast=False).double()
     pure.load_state_dict(fast.state_dict())
     _, (chx, mhx, rv) = pure(x_of().double())
-    start = torch.randn_like(mhx.memory).requires_grad_()
+    start = torch.randn_like(mhx["memory"]).requires_grad_()
     x = x_of().double()
     grads = []
     for rnn in (fast, pure):
         # clone: the fast call consumes the buffers it is given (detach would share them).
-        hidden = (memfn.clone(chx), memfn.clone(mhx)._replace(memory=start), rv.detach())
+        hidden = (memfn.clone(chx), {**memfn.clone(mhx), "memory": start}, rv.detach())
         out, _ = rnn(x, hidden)
         (grad,) = torch.autograd.grad(out.square().sum(), start)
         grads.append(grad)
     torch.testing.assert_close(*grads)
-    assert start.shape == mhx.memory.shape  # a tensor that requires grad is copied, never consumed
+    assert start.shape == mhx["memory"].shape  # a tensor that requires grad is copied, never consumed
 
 
 @shells
@@ -336,7 +346,7 @@ def test_bad_sdnc_temporal_reads():
 def test_hidden_state_with_wrong_dtype_positions_is_cast_and_wrong_shape_rejected(cls):
     rnn = small(cls)
     _, (chx, mhx, rv) = rnn(x_of())
-    bad = mhx._replace(read_positions=mhx.read_positions[:, :1])
+    bad = {**mhx, "read_positions": mhx["read_positions"][:, :1]}
     with pytest.raises(ValueError, match=r"memory\['read_positions'\] has shape"):
         rnn(x_of(), (chx, bad, rv))
 
