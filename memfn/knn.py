@@ -110,7 +110,8 @@ def _require_faiss():
         import faiss
     except ImportError as err:  # pragma: no cover - exercised only without faiss installed
         raise ImportError(
-            "knn='faiss' needs the faiss package: pip install 'memfn[faiss]' (CPU) or 'memfn[gpu]' (CUDA)"
+            "knn='faiss' needs the faiss package: pip install -e '.[faiss]' (CPU) or -e '.[gpu]' (CUDA), "
+            "in a memfn checkout"
         ) from err
     return faiss
 

@@ -336,5 +336,5 @@ def test_default_backend_needs_no_faiss_and_faiss_missing_names_the_extra(monkey
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # "import faiss" now raises ImportError
     sam(10, 4, 2)  # the exact default never imports faiss
-    with pytest.raises(ImportError, match=r"memfn\[faiss\]"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[faiss\]' \(CPU\)"):
         knn_config(10, "faiss")

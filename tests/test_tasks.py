@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,8 +83,10 @@ def test_short_run_logs_plots_and_checkpoints(tmp_path):
     assert all(m.group(3) == "bit_errors" for m in LINE.finditer(r.stdout))
     assert "generalisation length 8" in r.stdout
     assert (tmp_path / "c" / "checkpoint.pt").is_file()
-    assert (tmp_path / "p" / "training_curve.png").is_file()
-    assert len(list((tmp_path / "p").glob("memory_iter*.png"))) == 3
+    run_plots = tmp_path / "p" / "c"  # one folder per run, named after --checkpoint-dir
+    assert (run_plots / "training_curve.png").is_file()
+    assert len(list(run_plots.glob("memory_iter*.png"))) == 3
+    assert f"plots: {run_plots}" in r.stdout
     ckpt = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=False)
     assert ckpt["iteration"] == 3 and {"model", "optimizer", "rng", "max_length"} <= set(ckpt)  # the final model
 
@@ -200,7 +203,7 @@ def test_sparse_memory_command_lines_run(task, tmp_path):
     r = run_task(task, *argv, "--plot-dir", str(tmp_path), "--checkpoint-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert sorted(losses(r.stdout)) == [1, 2]
-    assert (tmp_path / "memory_iter0000002.png").exists() and (tmp_path / "checkpoint.pt").exists()
+    assert (tmp_path / tmp_path.name / "memory_iter0000002.png").exists() and (tmp_path / "checkpoint.pt").exists()
 
 
 def test_tensorboard_scalars_are_written(tmp_path):
@@ -220,7 +223,12 @@ def test_visdom_without_a_server_is_one_message_and_no_crash():
     env_port = {"VISDOM_PORT": "1"}  # nothing listens there
     r = run_task("copy", *SMALL, "-iterations", "1", "--plot-dir", "", "-visdom", env=env_port)
     assert r.returncode == 0, r.stderr
-    assert "visdom: no server answers on localhost; continuing without it" in r.stderr
+    try:
+        import visdom  # noqa: F401
+    except ImportError:
+        assert 'visdom: not installed (pip install -e ".[visdom]", see the README)' in r.stderr
+    else:
+        assert "visdom: no server answers on localhost; continuing without it" in r.stderr
 
 
 def test_torchrun_two_processes_on_cpu(tmp_path):
@@ -292,11 +300,125 @@ def visdom_server():
         server.wait()
 
 
+def _browser() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return name
+    pytest.skip("no headless Chromium (apt-get install chromium)")
+
+
+@pytest.mark.slow
+def test_visdom_page_shows_every_window_in_a_browser(visdom_server, tmp_path):
+    """The seed's flow, offline: visdom's front-end files from npm, the server, a run with -visdom,
+    and the page as a browser renders it (its DOM after the scripts ran, and a screenshot)."""
+    from memfn.tasks import visdom_assets
+
+    browser = _browser()
+    static = visdom_assets.static_folder()
+    if visdom_assets.missing(static):
+        if not shutil.which("npm"):
+            pytest.skip("visdom's front-end files are missing and npm is not installed to fetch them")
+        visdom_assets.install(static)
+    port, _ = visdom_server
+    r = run_task("copy", *SMALL, "-iterations", "2", "--plot-dir", "", "-visdom",
+                 env={**os.environ, "VISDOM_PORT": str(port)})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    page = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1400",
+            "--virtual-time-budget=15000"]  # fmt: skip
+    dom = subprocess.run([*page, "--dump-dom", f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                         timeout=120).stdout  # fmt: skip
+    for title in ("memory (iteration 2, last step)", "link matrix (iteration 2, last step)", "usage (iteration 2)",
+                  "write weighting (iteration 2)", "read weightings, all heads (iteration 2)", "training loss",
+                  "wrong bits per sequence"):  # fmt: skip
+        assert title in dom, title
+    shot = tmp_path / "visdom.png"
+    subprocess.run([*page, f"--screenshot={shot}", f"http://127.0.0.1:{port}"], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
 def test_visdom_windows_appear_on_a_real_server(visdom_server):
     port, client = visdom_server
     r = run_task(
         "copy", *SMALL, "-iterations", "2", "--plot-dir", "", "-visdom", env={**os.environ, "VISDOM_PORT": str(port)}
     )
     assert r.returncode == 0, r.stderr
-    for window in ("usage_vector", "write_weights", "read_weights", "loss"):
+    for window in ("memory", "link_matrix", "usage", "write_weights", "read_weights", "loss", "bit_errors"):
         assert client.win_exists(window), window
+
+
+# -- progress, plots, threads ---------------------------------------------------------------------
+
+
+def test_without_a_terminal_there_is_no_bar_but_one_line_per_summary():
+    argv = [a for a in SMALL if a != "--quiet"]
+    r = run_task("copy", *argv, "-iterations", "3", "--plot-dir", "")
+    assert r.returncode == 0, r.stderr
+    assert sorted(losses(r.stdout)) == [1, 2, 3]
+    assert "\r" not in r.stderr and "it/s" not in r.stderr
+
+
+def _logger(monkeypatch, tmp_path, **options):
+    from memfn.tasks.train import Logger
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = build_parser("copy").parse_args(["-iterations", "10", "--plot-dir", str(tmp_path), *options.get("argv", [])])
+    args.task = "copy"
+    return Logger(args, CopyTask(6), active=True, start=0)
+
+
+def test_the_bar_closes_with_the_reason_the_run_stopped(monkeypatch, tmp_path, capsys):
+    log = _logger(monkeypatch, tmp_path)
+    for _ in range(3):
+        log.step(0.5)
+    log.close("target reached (bit_errors 0)")
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "target reached (bit_errors 0)" in last and "3/3" in last and "100%" in last
+
+
+def test_each_run_has_its_own_plot_folder_and_keeps_at_most_plot_keep_heatmaps(monkeypatch, tmp_path):
+    import numpy as np
+
+    import memfn
+
+    first = _logger(monkeypatch, tmp_path, argv=["--plot-keep", "4"])
+    assert first.plot_dir.parent == tmp_path and re.fullmatch(r"\d{8}-\d{6}-copy-dnc", first.plot_dir.name)
+    rnn = memfn.DNC(6, 8, nr_cells=4, cell_size=3, read_heads=1, debug=True)
+    debug = rnn(torch.randn(1, 3, 6))[2]
+    for it in range(1, 11):
+        first.summary(it, 1.0 / it, 0.0, debug)
+    kept = sorted(p.name for p in first.plot_dir.glob("memory_iter*.png"))
+    assert len(kept) <= 4 and kept[-1] == "memory_iter0000010.png" and kept[0] == "memory_iter0000001.png"
+    assert (first.plot_dir / "training_curve.png").is_file()
+    assert np.isfinite(first.history["loss"]).all()
+    first.close()
+
+
+def test_thin_plots_keeps_the_newest_and_a_spread(tmp_path):
+    from memfn.viz import thin_plots
+
+    for i in range(1, 21):
+        (tmp_path / f"m{i:03d}.png").write_bytes(b"")
+    left = [int(p.stem[1:]) for p in thin_plots(tmp_path, "m*.png", 5)]
+    assert len(left) <= 5 and left[-1] == 20 and left[0] == 1
+    assert sorted(int(p.stem[1:]) for p in tmp_path.glob("m*.png")) == left
+
+
+def test_summaries_evaluate_at_least_32_sequences_and_threads_are_set(monkeypatch):
+    import memfn.tasks.train as train_module
+
+    sizes, threads = [], []
+    real = train_module.evaluate
+    monkeypatch.setattr(train_module, "evaluate", lambda m, t, length, size, *a, **k: (sizes.append(size),
+                        real(m, t, length, size, *a, **k))[1])  # fmt: skip
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: threads.append(n))
+    argv = "-batch_size 1 -iterations 2 -summarize_freq 1 -nhid 8 -mem_slot 4 -mem_size 4 -read_heads 1 --quiet"
+    args = build_parser("argmax").parse_args([*argv.split(), "--plot-dir", "", "--threads", "1"])
+    args.task, args.output_size = "argmax", 6
+    train_module.train(args)
+    assert sizes[:2] == [32, 32] and threads == [1]
+
+
+def test_threads_below_one_are_refused():
+    r = run_task("copy", *SMALL, "--threads", "0", "--plot-dir", "")
+    assert r.returncode == 2 and "-threads must be >= 1" in r.stderr

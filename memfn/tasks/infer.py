@@ -338,18 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-outputs", metavar="FILE.pt", help="save the outputs (batch, time, output_size) here")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     p.add_argument("--cuda", type=int, default=-1, help="GPU id, -1 for CPU (default)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op CPU threads (default 1: see the README)")
     return p
 
 
 def infer(args: argparse.Namespace) -> Inference:
     """What ``main`` does once the options are parsed: load, run, report, save, export."""
-    for name in ("batches", "batch_size", "length"):
+    for name in ("batches", "batch_size", "length", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     for option in ("save_outputs", "export"):  # fail before the run, not after it
         if getattr(args, option):
             _write(f"--{option.replace('_', '-')}", getattr(args, option), lambda p: None)
+    torch.set_num_threads(args.threads)
     loaded = load(args.checkpoint, args.cuda)
     model, task = loaded.model, loaded.task
     if args.inputs:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -35,6 +36,8 @@ MODEL_OPTIONS = (
     "read_heads", "sparse_reads", "temporal_reads", "output_size", "knn", "index",
 )  # fmt: skip
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Sequences each summary evaluates, at least.
+SUMMARY_SEQUENCES = 32
 
 
 class UserError(Exception):
@@ -86,7 +89,14 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("index", default="ivf", choices=["flat", "ivf", "hnsw"], help="faiss index (with --knn faiss)")
     opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
     opt("resume", default=None, help="resume from a checkpoint file or directory")
-    opt("plot-dir", default="plots", help="save PNG plots here ('' to disable)")
+    opt("plot-dir", default="plots", help="save PNG plots under this folder, one subfolder per run ('' to disable)")
+    opt("plot-keep", type=int, default=20, help="memory heatmaps a run keeps (older ones thinned out)")
+    opt(
+        "threads",
+        type=int,
+        default=1,
+        help="intra-op CPU threads (1: fastest at these sizes, and no collapse when another process holds a core)",
+    )
     opt("tensorboard", default=None, nargs="?", const="runs", help="log scalars to TensorBoard (log dir)")
     opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
     opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
@@ -97,7 +107,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     for name in ("input_size", "nhid", "nlayer", "nhlayer", "batch_size", "mem_size", "mem_slot", "read_heads",
                  "sparse_reads", "temporal_reads", "sequence_max_length", "curriculum_freq", "summarize_freq",
-                 "check_freq"):  # fmt: skip
+                 "check_freq", "plot_keep", "threads"):  # fmt: skip
         if getattr(args, name) < 1:
             raise UserError(f"-{name} must be >= 1, got {getattr(args, name)}")
     if args.eval_lengths is not None and min(args.eval_lengths) < 1:
@@ -188,8 +198,20 @@ def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
     return ckpt
 
 
+def run_folder(args: argparse.Namespace) -> Path:
+    """This run's plot folder under ``--plot-dir``: named after ``--checkpoint-dir`` (so a resumed
+    run keeps adding to it), else after the start time, task and memory."""
+    if args.checkpoint_dir:
+        name = Path(args.checkpoint_dir).resolve().name
+    else:
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{args.task}-{args.memory_type}"
+    return Path(args.plot_dir) / name
+
+
 class Logger:
-    """Progress bar, plain lines, plots, TensorBoard and visdom: only rank 0 has one that acts."""
+    """Progress bar, plain lines, plots, TensorBoard and visdom: only rank 0 has one that acts.
+
+    The bar is drawn only on a terminal; otherwise (a log file, a pipe) each summary is one line."""
 
     def __init__(self, args: argparse.Namespace, task: Task, active: bool, start: int) -> None:
         self.args, self.task, self.active = args, task, active
@@ -197,12 +219,15 @@ class Logger:
         self.bar = None
         self.writer = None
         self.viz = None
+        self.plot_dir = run_folder(args) if args.plot_dir else None
         if not active:
             return
-        if not args.quiet:
+        if not args.quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=args.iterations, initial=start, desc=f"{task.name} {args.memory_type}", unit="it")
+        if self.plot_dir is not None:
+            self.line(f"plots: {self.plot_dir}")
         if args.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -230,36 +255,42 @@ class Logger:
             self.writer.add_scalar("loss", loss, it)
             self.writer.add_scalar(name, metric, it)
             self.writer.flush()
-        if self.args.plot_dir:
-            from memfn.viz import plot_memory, plot_training_curve
+        if self.plot_dir is not None:
+            from memfn.viz import plot_memory, plot_training_curve, thin_plots
 
-            plot_dir = Path(self.args.plot_dir)
             if debug is not None:
-                plot_memory(debug, plot_dir / f"memory_iter{it:07d}.png", f"{self.task.name}, iteration {it}")
+                title = f"{self.task.name}, {self.args.memory_type}, iteration {it}"
+                plot_memory(debug, self.plot_dir / f"memory_iter{it:07d}.png", title)
+                thin_plots(self.plot_dir, "memory_iter*.png", self.args.plot_keep)
             h = self.history
-            plot_training_curve(h["iteration"], h["loss"], h["metric"], name, plot_dir / "training_curve.png")
+            plot_training_curve(h["iteration"], h["loss"], h["metric"], name, self.plot_dir / "training_curve.png")
         if self.viz is not None and debug is not None:
-            for key in ("usage_vector", "write_weights", "read_weights"):
-                self.viz.heatmap(debug[key].T, win=key, opts={"title": f"{key} (iteration {it})"})
-            self.viz.line(X=[it], Y=[loss], win="loss", update="append", opts={"title": "loss"})
+            _send_to_visdom(self.viz, debug, it, loss, self.task.metric_name, metric)
 
     def step(self, loss: float) -> None:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{loss:.4g}")
 
-    def close(self) -> None:
+    def close(self, reason: str = "done") -> None:
+        """End the bar with why the run stopped (``done``, ``target reached``, ``interrupted``, ...)."""
         if self.bar is not None:
+            self.bar.set_postfix_str(reason)
+            self.bar.total = self.bar.n  # no stale percentage or time left after an early stop
+            self.bar.refresh()
             self.bar.close()
+            self.bar = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def _connect_visdom():
     try:
         import visdom
     except ImportError:
-        print("visdom: not installed (pip install 'memfn[viz]'); continuing without it", file=sys.stderr)
+        print('visdom: not installed (pip install -e ".[visdom]", see the README); continuing without it',
+              file=sys.stderr)  # fmt: skip
         return None
     viz = visdom.Visdom(server="http://localhost", port=int(os.environ.get("VISDOM_PORT", 8097)),
                         raise_exceptions=False, use_incoming_socket=False)  # fmt: skip
@@ -267,6 +298,29 @@ def _connect_visdom():
         print("visdom: no server answers on localhost; continuing without it", file=sys.stderr)
         return None
     return viz
+
+
+def _send_to_visdom(viz, debug: dict, it: int, loss: float, metric_name: str, metric: float) -> None:
+    """Heatmaps of the memory, the link matrix, usage, read and write weights, and the curves."""
+    from memfn.viz import METRIC_LABELS, MemoryViews
+
+    v = MemoryViews(debug)
+    cells = v.shown_cells()
+    usage = "steps since last access" if v.sparse else "usage"
+    maps = {
+        "memory": (v.memory[cells], f"memory (iteration {it}, last step)", "word element", "cell"),
+        "usage": (v.usage[:, cells].T, f"{usage} (iteration {it})", "step", "cell"),
+        "write_weights": (v.write[:, cells].T, f"write weighting (iteration {it})", "step", "cell"),
+        "read_weights": (v.read[:, :, cells].sum(1).T, f"read weightings, all heads (iteration {it})", "step", "cell"),
+    }
+    if v.link is not None:
+        maps["link_matrix"] = (v.link[np.ix_(cells, cells)], f"link matrix (iteration {it}, last step)",
+                               "from cell j", "to cell i")  # fmt: skip
+    for win, (array, title, xlabel, ylabel) in maps.items():
+        viz.heatmap(array, win=win, opts={"title": title, "xlabel": xlabel, "ylabel": ylabel})
+    viz.line(X=[it], Y=[loss], win="loss", update="append", opts={"title": "training loss", "xlabel": "iteration"})
+    label = METRIC_LABELS.get(metric_name, metric_name)
+    viz.line(X=[it], Y=[metric], win=metric_name, update="append", opts={"title": label, "xlabel": "iteration"})
 
 
 def _distributed() -> tuple[int, int]:
@@ -302,6 +356,7 @@ def train(args: argparse.Namespace) -> dict:
     task = TASKS[args.task](args.input_size)
     ckpt = load_checkpoint(args.resume, args) if args.resume else None  # before anything is written
     rank, world = _distributed()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = build_model(args)
     device = next(model.parameters()).device
@@ -325,6 +380,7 @@ def train(args: argparse.Namespace) -> dict:
     last = (math.nan, math.nan)
     t0 = time.perf_counter()
     it = start - 1
+    reason = "done"
     for it in range(start, args.iterations + 1):
         length = int(torch.randint(1, max_length + 1, (1,), generator=data_gen))
         batch = task.sample(args.batch_size, length, data_gen)
@@ -341,7 +397,10 @@ def train(args: argparse.Namespace) -> dict:
             # The metric comes from a fresh batch at the current longest length: the training batch
             # has a random length, and short ones make any model look perfect.
             want_plot = rank == 0 and bool(args.plot_dir or args.visdom)
-            _, metric, debug = evaluate(model, task, max_length, args.batch_size, eval_gen, debug=want_plot)
+            # At least 32 sequences, whatever the batch size: one sequence (argmax's -batch_size 1)
+            # makes the metric all or nothing.
+            size = max(args.batch_size, SUMMARY_SEQUENCES)
+            _, metric, debug = evaluate(model, task, max_length, size, eval_gen, debug=want_plot)
             last = (loss.item(), metric)
             log.summary(it, loss.item(), metric, debug)
         stopping = args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at)
@@ -358,9 +417,11 @@ def train(args: argparse.Namespace) -> dict:
             _gather_states(data_gen, world)
         if stopping:
             log.line(f"stopping at iteration {it}: {task.metric_name} {last[1]:.6g} reached --stop-at {args.stop_at}")
+            reason = f"target reached ({task.metric_name} {last[1]:.4g})"
             break
     seconds = time.perf_counter() - t0
     results: dict[str, Any] = {"iterations": it, "seconds": seconds, "loss": last[0], task.metric_name: last[1]}
+    log.close(reason)
     if rank == 0:
         lengths = args.eval_lengths or [max_length * multiple for multiple in task.eval_multiples]
         for length in dict.fromkeys(lengths):  # each once, in the order given
@@ -369,7 +430,6 @@ def train(args: argparse.Namespace) -> dict:
             extra = f", {metric / (length * (args.input_size - 1)):.2%} of bits" if task.name == "copy" else ""
             log.line(f"generalisation length {length}: {task.metric_name} {metric:.4g}{extra}")
         log.line(f"trained {it - start + 1} iterations in {seconds:.1f} s")
-    log.close()
     if world > 1:
         # Rank 0 evaluates alone; tearing down gloo while it still talks to its peers aborts them.
         dist.barrier()
