@@ -1,4 +1,4 @@
-"""Test-wide strictness: warnings are errors (pyproject), float64 maths, 200 examples per property."""
+"""Test-wide settings: warnings are errors (pyproject), 200 examples per property, one CPU thread."""
 
 import os
 
@@ -14,6 +14,10 @@ settings.register_profile(
 )
 settings.register_profile("quick", max_examples=25, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# One intra-op thread unless asked otherwise: at these sizes it is as fast as two, and two threads
+# slow down 20-50x while another process holds a core (a busy laptop, a shared CI machine).
+torch.set_num_threads(int(os.environ.get("MEMFN_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)
