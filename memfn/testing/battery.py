@@ -297,7 +297,8 @@ class PropertyFailure:
     example: MemoryCase
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.message}\n  shrunk example: {self.example!r}".replace("\n  ", "\n    ")
+        example = repr(self.example).replace("\n", "\n  ")  # its steps indented under it
+        return f"{self.name}: {self.message}\n  shrunk example: {example}"
 
 
 @dataclasses.dataclass(frozen=True)
