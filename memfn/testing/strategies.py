@@ -193,7 +193,8 @@ def describe_factory(memory_factory: Callable[..., Memory], sizes: dict[str, int
         keywords = {**func.keywords, **keywords}
         func = func.func
     name = getattr(func, "__name__", type(func).__name__)
-    return f"{name}({', '.join(f'{k}={v!r}' for k, v in keywords.items())})"
+    shown = {k: getattr(v, "__name__", None) if callable(v) else None for k, v in keywords.items()}  # no addresses
+    return f"{name}({', '.join(f'{k}={shown[k] or repr(v)}' for k, v in keywords.items())})"
 
 
 def describe_xi(xi: Tensor, fields: Sequence[tuple[str, int]] = ()) -> str:
