@@ -234,6 +234,19 @@ def test_adversarial_states_are_valid_states(factory):
     valid()
 
 
+def test_memory_states_of_a_fixed_memory_have_its_shapes_and_dtype():
+    mem = memfn.sdnc(nr_cells=5, cell_size=2, read_heads=2, sparse_reads=2, temporal_reads=2)
+    init = mem.init(torch.float64)
+
+    @given(T.memory_states(mem, torch.float64))
+    @QUICK
+    def shaped(state):
+        assert [(t.shape, t.dtype) for t in state] == [(t.shape, t.dtype) for t in init]
+        assert T.check_state(state) == []
+
+    shaped()
+
+
 def test_interface_vectors_are_finite_and_include_extremes():
     seen = []
 

@@ -34,27 +34,27 @@ interface vector shown by its non-zero fields, e.g.::
 
 The properties (:data:`PROPERTIES`; ``properties=[...]`` picks some):
 
-==================================== =======================================================================
-``state_structure_is_preserved``     the new state has the input's pytree structure, shapes and dtypes;
-                                     ``read_size`` read values
-``values_are_finite``                reads and state stay finite, for extreme but finite ``xi`` too
-``step_is_pure``                     ``step`` mutates neither ``state`` nor ``xi`` (values and in-place
-                                     version counters), and the same inputs give the same outputs
-``gradients_are_finite_at_zero_memory`` gradients of the outputs reach ``xi`` and are finite at a zero memory
-``vmap_equals_loop``                 ``vmap(step)`` over a batch equals stepping each example
-``broadcast_equals_vmap``            ``step`` on states with a leading batch axis equals ``vmap(step)``
-``usage_in_unit_interval``           ``usage_vector`` in [0, 1]
-``access_stamps_in_range``           ``last_access`` in [0, ``time``] (SAM/SDNC usage stamps)
-``read_weights_are_distributions``   non-negative, each head's summing to at most 1
-``write_weights_are_distributions``  non-negative, summing to at most 1 (so the allocation does)
-``precedence_is_a_distribution``     non-negative, summing to at most 1
-``link_matrix_is_valid``             entries in [0, 1], zero diagonal, rows and columns summing to at most 1
-                                     (dense ``[N, N]``, or the SDNC's sparse ``link_positions`` views)
-``only_write_rows_change``           a sparse step changes only rows among its ``write_positions``, at most
-                                     ``R * P + 1`` (``read_positions`` ``[R, P]``; ``R * K + 1`` for SAM)
-``compiled_equals_eager``            ``torch.compile(vmap(step))`` equals eager; only with ``compile=True``,
-                                     on ``compile_examples`` examples, unshrunk (a compile takes ~30 s)
-==================================== =======================================================================
+======================================== ===================================================================
+``state_structure_is_preserved``         the new state has the input's pytree structure, shapes and dtypes;
+                                         ``read_size`` read values
+``values_are_finite``                    reads and state stay finite, for extreme but finite ``xi`` too
+``step_is_pure``                         ``step`` mutates neither ``state`` nor ``xi`` (values and in-place
+                                         version counters), and the same inputs give the same outputs
+``gradients_are_finite_at_zero_memory``  gradients of the outputs reach ``xi`` and are finite at a zero memory
+``vmap_equals_loop``                     ``vmap(step)`` over a batch equals stepping each example
+``broadcast_equals_vmap``                ``step`` on states with a leading batch axis equals ``vmap(step)``
+``usage_in_unit_interval``               ``usage_vector`` in [0, 1]
+``access_stamps_in_range``               ``last_access`` in [0, ``time``] (SAM/SDNC usage stamps)
+``read_weights_are_distributions``       non-negative, each head's summing to at most 1
+``write_weights_are_distributions``      non-negative, summing to at most 1 (so the allocation does)
+``precedence_is_a_distribution``         non-negative, summing to at most 1
+``link_matrix_is_valid``                 entries in [0, 1], zero diagonal, rows and columns summing to at most 1
+                                         (dense ``[N, N]``, or the SDNC's sparse ``link_positions`` views)
+``only_write_rows_change``               a sparse step changes only rows among its ``write_positions``, at most
+                                         ``R * P + 1`` (``read_positions`` ``[R, P]``; ``R * K + 1`` for SAM)
+``compiled_equals_eager``                ``torch.compile(vmap(step))`` equals eager; only with ``compile=True``,
+                                         on ``compile_examples`` examples, unshrunk (a compile takes ~30 s)
+======================================== ===================================================================
 
 The first six hold for any object satisfying the ``Memory`` protocol. The others are chosen by the
 state's **field names**, so a memory of your own gets them by naming its NamedTuple fields like
@@ -75,7 +75,7 @@ and write weights). Interface vectors (:func:`interface_vectors`) mix floats in 
 For properties of your own, draw from the same strategies::
 
     from hypothesis import given
-    from memfn.testing import check_distribution, memory_cases, usage_vectors
+    from memfn.testing import check_allocation, check_distribution, memory_cases, usage_vectors
 
     @given(memory_cases(memfn.dnc))
     def test_my_invariant(case):
