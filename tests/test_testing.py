@@ -41,6 +41,7 @@ def dnc_with(allocation=A.allocation_weights, link=A.link_matrix):
 
         return memfn.dnc(nr_cells, cell_size, read_heads)._replace(step=step)
 
+    factory.__name__ = f"dnc_with_{allocation.__name__}_{link.__name__}"  # how reports name it
     return factory
 
 
