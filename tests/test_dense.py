@@ -13,10 +13,17 @@ import memfn
 import memfn.compat
 from memfn import addressing as A
 from memfn.interface import BACKWARD, CONTENT, FORWARD
+from memfn.testing import memory_cases, memory_sizes
 from tests.interface_builder import OFF, ON, make_xi, read_mode_logits
-from tests.strategies import dense_cases
 
 N, W, R = 6, 4, 1
+
+
+def dense_cases(max_steps: int = 6):
+    """(memory, reached float64 state, next xi): moderate interface vectors, no adversarial edits."""
+    sizes = memory_sizes(max_cells=12, max_cell_size=6)
+    cases = memory_cases(memfn.dnc, sizes, (torch.float64,), max_steps=max_steps, adversaries=("none",), extremes=())
+    return cases.map(lambda case: (case.memory, case.state, case.xi))
 
 
 def _write_next_cell(mem, state, vector):
