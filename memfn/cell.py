@@ -29,6 +29,16 @@ from memfn.validation import positive_int
 
 
 class CellState(NamedTuple):
+    """One example's cell state (a pytree; batch it with :func:`batch_state`).
+
+    Attributes:
+        controller: the controller's state (:class:`~memfn.controllers.LSTMState` or
+            :class:`~memfn.controllers.RNNState`; a tuple of them, one per layer, for several layers).
+        memory: the memory's state (e.g. :class:`~memfn.dense.DNCState`; a tuple, one per layer,
+            when layers do not share a memory).
+        read_vectors: ``[R * W]``, the previous step's reads, fed to the controller at this step.
+    """
+
     controller: Any  # the controller's state NamedTuple
     memory: Any  # the memory's state NamedTuple
     read_vectors: Tensor  # [R * W], the reads of the previous step

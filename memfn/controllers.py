@@ -33,12 +33,14 @@ MEMORYLESS_GATE_BIAS = -3.0
 
 
 class LSTMState(NamedTuple):
+    """State of the LSTM controller: hidden ``h`` and cell ``c``, each ``[num_layers, H]``."""
+
     h: Tensor  # [num_layers, H]
     c: Tensor  # [num_layers, H]
 
 
 class RNNState(NamedTuple):
-    """State of the GRU and vanilla RNN controllers."""
+    """State of the GRU and vanilla RNN controllers: hidden ``h`` ``[num_layers, H]``."""
 
     h: Tensor  # [num_layers, H]
 

@@ -258,25 +258,54 @@ class MemoryNetwork(nn.Module):
     ):
         """Run the network over a sequence: ``output, (controller_hidden, memory, read_vectors)[, debug]``.
 
+        Shapes: B batch, T time, N ``nr_cells``, W ``cell_size``, R ``read_heads``, H ``hidden_size``.
+
         Args:
             input: ``(B, T, input_size)`` if ``batch_first`` else ``(T, B, input_size)``, or a
-                ``PackedSequence``.
+                ``PackedSequence`` (sequences of different lengths; padded steps leave the state alone).
             hx: the hidden state a previous call returned, or ``None``/``(None, None, None)`` for
-                zeros; any of its three parts may be ``None``. ``controller_hidden`` is a list with
-                one entry per layer (``(h, c)`` for LSTMs, each ``(num_hidden_layers, B, hidden_size)``);
-                ``memory`` is a dict (release 1.1 with ``share_memory=True``), a list of one dict
-                per layer (1.1, ``share_memory=False``) or a list with one dict per memory (2.0),
-                keyed by the memory state's fields; ``read_vectors`` is ``(B, read_heads * cell_size)``.
-                Plain dicts or ``OrderedDict``s rebuilt by the caller are accepted, in either layout.
-            reset_experience: start from a zero memory whatever ``hx`` holds.
-            pass_through_memory: if False, the memory is neither read nor written; the read
-                vectors fed on are zeros and the returned ones ``None`` (1.1) or zeros (2.0).
+                zeros; any of its three parts may be ``None`` (zeros), as may one layer's memory in a
+                list. The layout (either release's is accepted, whatever ``self.api``):
+
+                - ``controller_hidden``: a list with one entry per layer: ``(h, c)`` for LSTMs, ``h``
+                  for GRU/RNN, each ``(num_hidden_layers, B, hidden_size)``.
+                - ``memory``: a dict (release 1.1 with ``share_memory=True``), a list of one dict per
+                  layer (1.1, ``share_memory=False``) or a list with one dict per memory (2.0). The
+                  keys are the memory state's fields; for the DNC ``memory`` ``(B, N, W)``,
+                  ``link_matrix`` ``(B, 1, N, N)``, ``precedence`` ``(B, 1, N)``, ``read_weights``
+                  ``(B, R, N)``, ``write_weights`` ``(B, 1, N)``, ``usage_vector`` ``(B, N)``
+                  (SAM/SDNC: the fields of [SAMState][memfn.SAMState] / [SDNCState][memfn.SDNCState]).
+                  Plain dicts or ``OrderedDict``s rebuilt by the caller (any key order) and the state
+                  NamedTuples are accepted.
+                - ``read_vectors``: ``(B, R * W)``, the last step's reads (fed to the controller at the
+                  first step of this call).
+            reset_experience: start from a zero memory whatever ``hx`` holds (the controller state and
+                read vectors in ``hx`` are still used).
+            pass_through_memory: if False, the memory is neither read nor written (the controller
+                runs alone); the read vectors fed on are zeros and the returned ones ``None`` (1.1)
+                or zeros (2.0).
 
         Returns:
-            ``output`` (same layout as ``input``, ``output_size`` features), the new hidden state
-            in this module's layout (``self.api``; never the tensors passed in, mutated), and with
-            ``debug=True`` a dict of batch element 0's memory views per (time, layer): for 1.1 one
-            array ``(T * num_layers, features)`` per key, for 2.0 a list of 2-D arrays per key.
+            ``(output, hidden)``, or ``(output, hidden, debug)`` with ``debug=True``.
+                ``output``: the input's layout (``(B, T, output_size)`` if ``batch_first``, else
+                ``(T, B, output_size)``, or a ``PackedSequence``). ``hidden``: the new
+                ``(controller_hidden, memory, read_vectors)`` in this module's layout
+                (``self.api``), new tensors (the ``hx`` passed in is never mutated; SAM/SDNC's fast
+                path consumes it, see [memfn.clone][]). ``debug``: a dict keyed by ``debug_keys``
+                (DNC: ``memory``, ``link_matrix``, ``precedence``, ``read_weights``,
+                ``write_weights``, ``usage_vector``) of batch element 0's state after each
+                (time, layer) step as numpy arrays: for 1.1 one array ``(T * num_layers, features)``
+                per key (each view flattened), for 2.0 a list of 2-D arrays ``(rows, last axis)``
+                per key.
+
+        Examples:
+            >>> rnn = DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2, debug=True)
+            >>> out, (chx, mhx, rv), debug = rnn(torch.randn(2, 6, 4))
+            >>> tuple(out.shape), tuple(chx[0][0].shape), tuple(mhx["memory"].shape), tuple(rv.shape)
+            ((2, 6, 4), (2, 2, 8), (2, 5, 3), (2, 6))
+            >>> debug["usage_vector"].shape  # (T * num_layers, N)
+            (6, 5)
+            >>> out, hidden, _ = rnn(torch.randn(2, 3, 4), memfn.detach((chx, mhx, rv)), reset_experience=True)
         """
         lengths = None
         if isinstance(input, PackedSequence):
