@@ -274,7 +274,7 @@ class MemoryNetwork(nn.Module):
                   keys are the memory state's fields; for the DNC ``memory`` ``(B, N, W)``,
                   ``link_matrix`` ``(B, 1, N, N)``, ``precedence`` ``(B, 1, N)``, ``read_weights``
                   ``(B, R, N)``, ``write_weights`` ``(B, 1, N)``, ``usage_vector`` ``(B, N)``
-                  (SAM/SDNC: the fields of [SAMState][memfn.SAMState] / [SDNCState][memfn.SDNCState]).
+                  (SAM/SDNC: the fields of :class:`~memfn.SAMState` / :class:`~memfn.SDNCState`).
                   Plain dicts or ``OrderedDict``s rebuilt by the caller (any key order) and the state
                   NamedTuples are accepted.
                 - ``read_vectors``: ``(B, R * W)``, the last step's reads (fed to the controller at the
@@ -291,7 +291,7 @@ class MemoryNetwork(nn.Module):
                 ``(T, B, output_size)``, or a ``PackedSequence``). ``hidden``: the new
                 ``(controller_hidden, memory, read_vectors)`` in this module's layout
                 (``self.api``), new tensors (the ``hx`` passed in is never mutated; SAM/SDNC's fast
-                path consumes it, see [memfn.clone][]). ``debug``: a dict keyed by ``debug_keys``
+                path consumes it, see :func:`memfn.clone`). ``debug``: a dict keyed by ``debug_keys``
                 (DNC: ``memory``, ``link_matrix``, ``precedence``, ``read_weights``,
                 ``write_weights``, ``usage_vector``) of batch element 0's state after each
                 (time, layer) step as numpy arrays: for 1.1 one array ``(T * num_layers, features)``
@@ -447,24 +447,48 @@ class DenseMemoryView(MemoryView):
 class DNC(MemoryNetwork):
     """A Differentiable Neural Computer with pytorch-dnc's constructor and forward contract.
 
-    ``DNC(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
-    batch_first=True, dropout=0, bidirectional=False, nr_cells=5, read_heads=2, cell_size=10,
-    nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True, debug=False,
-    clip=20)``, plus keyword-only ``device`` / ``share_memory_between_layers`` (pytorch-dnc 2.0
-    spellings), ``output_size`` (default ``input_size``), ``compile``, ``checkpoint_every``
-    (recompute segments of that many steps in backward instead of keeping every state: for large
-    ``nr_cells``, where the ``N x N`` link matrices dominate memory) and ``controller_init``:
-    ``'memoryless'`` (the default: the controller starts with zero recurrent weights and a
-    forgetting cell, so the network learns to store in its memory; see
-    :func:`memfn.controllers.controller`) or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc),
-    and ``api``: the pytorch-dnc release whose hidden-state layout the module speaks, ``'1.1'`` or
-    ``'2.0'`` (default: ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is passed, whatever
-    its value, else ``'1.1'``; see :mod:`memfn.compat`).
+    The positional arguments are ``dnc.DNC``'s (pytorch-dnc 1.1.0), in its order; the rest are
+    keyword-only. ``forward(input, hx=(None, None, None), reset_experience=False,
+    pass_through_memory=True)`` is :meth:`memfn.MemoryNetwork.forward`.
 
-    >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
-    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
-    >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(rv.shape)
-    ((2, 5, 8), (2, 1, 4, 4), (2, 6))
+    Args:
+        input_size: features of each input step.
+        hidden_size: units of each controller layer (H).
+        rnn_type: the controller: ``'lstm'``, ``'gru'`` or ``'rnn'``.
+        num_layers: stacked (controller, memory) layers; layer ``l > 0`` reads layer ``l - 1``'s output.
+        num_hidden_layers: recurrent layers inside each controller.
+        bias: whether the controllers have biases.
+        batch_first: input and output ``(B, T, features)`` if True, else ``(T, B, features)``.
+        dropout: controller dropout between its hidden layers (training only).
+        bidirectional: must be False (``NotImplementedError``; pytorch-dnc ignores it).
+        nr_cells: memory cells (N).
+        read_heads: read heads (R).
+        cell_size: width of a cell (W).
+        nonlinearity: ``'tanh'`` or ``'relu'``, for ``rnn_type='rnn'``.
+        gpu_id: CUDA device index, -1 for CPU (pytorch-dnc 1.1.0); CPU with a warning when CUDA is missing.
+        independent_linears: one ``nn.Linear`` per interface field (``interfaces.<l>.<field>_transform``)
+            instead of one for all; the same function either way.
+        share_memory: one memory for all layers (default) or one per layer.
+        debug: ``forward`` also returns the debug dict (see :meth:`~memfn.MemoryNetwork.forward`).
+        clip: controller outputs are clipped to ``[-clip, clip]`` (0 or None: no clipping).
+        device: pytorch-dnc 2.0's spelling of ``gpu_id`` (giving it, even ``None``, selects ``api='2.0'``).
+        share_memory_between_layers: pytorch-dnc 2.0's spelling of ``share_memory`` (selects ``api='2.0'``).
+        output_size: features of each output step (default ``input_size``).
+        compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
+        checkpoint_every: recompute segments of that many steps in backward instead of keeping every
+            state (for large ``nr_cells``, where the memory states dominate).
+        controller_init: ``'memoryless'`` (default: zero recurrent weights and a forgetting cell at
+            first, so the network learns to store in its memory; see :func:`memfn.controllers.controller`)
+            or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc).
+        api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
+            ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
+            else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
+
+    Examples:
+        >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
+        >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+        >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(rv.shape)
+        ((2, 5, 8), (2, 1, 4, 4), (2, 6))
     """
 
     debug_keys = ("memory", "link_matrix", "precedence", "read_weights", "write_weights", "usage_vector")
@@ -499,6 +523,7 @@ class DNC(MemoryNetwork):
         controller_init: str = "memoryless",
         api: str | None = None,
     ) -> None:
+        """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         super().__init__(
             lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads),
