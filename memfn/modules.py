@@ -36,13 +36,29 @@ def _transforms_active() -> bool:
 
 
 def detach(hidden: Any) -> Any:
-    """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks."""
+    """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks.
+
+    Examples:
+        >>> rnn = memfn.DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3)
+        >>> out, hidden = rnn(torch.randn(2, 6, 4))
+        >>> out, hidden = rnn(torch.randn(2, 6, 4), memfn.detach(hidden))  # truncated BPTT: no gradient back
+        >>> hidden[1]["memory"].requires_grad, memfn.detach(hidden)[1]["memory"].requires_grad
+        (True, False)
+    """
     return optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
 
 
 def clone(hidden: Any) -> Any:
     """Copy every tensor of a hidden state (any nesting): a state to reuse after passing it to a
-    SAM/SDNC fast-path call, which consumes the buffers it is given."""
+    SAM/SDNC fast-path call, which consumes the buffers it is given.
+
+    Examples:
+        >>> rnn = memfn.SAM(input_size=4, hidden_size=8, nr_cells=64, cell_size=4, read_heads=1)
+        >>> _, hidden = rnn(torch.randn(2, 3, 4))
+        >>> kept = memfn.clone(hidden)
+        >>> _, new = rnn(torch.randn(2, 3, 4), hidden)  # consumes hidden (fast path)
+        >>> _, again = rnn(torch.randn(2, 3, 4), kept)  # the copy is still usable
+    """
     return optree.tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
 
 
@@ -73,7 +89,12 @@ class _IndependentInterface(nn.Module):
 
 
 class MemoryNetwork(nn.Module):
-    """What the DNC, SAM and SDNC shells share; subclasses say which memory to build."""
+    """What the DNC, SAM and SDNC shells share; subclasses say which memory to build.
+
+    Examples:
+        >>> isinstance(memfn.DNC(input_size=4, hidden_size=8), memfn.MemoryNetwork)
+        True
+    """
 
     #: Keys of the ``debug=True`` dictionary, in order, taken from the memory state.
     debug_keys: tuple[str, ...] = ()
@@ -379,6 +400,14 @@ class MemoryView:
     ``hidden`` is the layer's memory state (a dict with its keys, as pytorch-dnc's, or the state
     NamedTuple) with a batch axis; the methods return new states as plain dicts, as pytorch-dnc's
     ``Memory`` does, and never mutate the one given.
+
+    Examples:
+        >>> rnn = memfn.DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2)
+        >>> mem = rnn.memories[0]
+        >>> hidden = mem.reset(batch_size=2)  # pytorch-dnc's Memory.reset: a zero state dict
+        >>> reads, hidden = mem(torch.randn(2, 8), hidden)  # one memory step from a controller output
+        >>> reads.shape, hidden["usage_vector"].shape
+        (torch.Size([2, 2, 3]), torch.Size([2, 5]))
     """
 
     def __init__(self, network: MemoryNetwork, index: int) -> None:

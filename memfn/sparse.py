@@ -58,6 +58,20 @@ class SAMState(NamedTuple):
 
     ``P = K`` read slots per head for SAM; ``S = R * P + 1`` write slots (last step's read cells,
     then the least-used cell). Usage is kept as access stamps: ``usage = time - last_access``.
+
+    Attributes:
+        memory: ``[N, W]``, the cells.
+        read_positions: ``[R, P]`` int64, the cells each head read.
+        read_weights: ``[R, P]``, the weights of those reads.
+        write_positions: ``[S]`` int64, the cells of the last write.
+        write_weights: ``[S]``, its weights.
+        last_access: ``[N]`` int64, the step of each cell's last non-negligible access (0: never).
+        time: ``[]`` int64, steps taken.
+
+    Examples:
+        >>> state = memfn.sam(nr_cells=64, cell_size=8, read_heads=2, sparse_reads=4).init()
+        >>> state.read_positions.shape, state.write_positions.shape, memfn.sparse.usage(state).shape
+        (torch.Size([2, 4]), torch.Size([9]), torch.Size([64]))
     """
 
     memory: Tensor  # [N, W]
@@ -70,7 +84,14 @@ class SAMState(NamedTuple):
 
 
 def usage(state: SAMState) -> Tensor:
-    """Steps since each cell's last non-negligible access ``[N]`` (the SAM paper's ``U^(2)``)."""
+    """Steps since each cell's last non-negligible access ``[N]`` (the SAM paper's ``U^(2)``).
+
+    Examples:
+        >>> mem = memfn.sam(nr_cells=64, cell_size=8, read_heads=2, sparse_reads=4)
+        >>> _, state = mem.step(mem.init(), torch.randn(mem.interface_size))
+        >>> memfn.sparse.usage(state).shape, int(state.time)
+        (torch.Size([64]), 1)
+    """
     return state.time.unsqueeze(-1) - state.last_access
 
 
