@@ -93,15 +93,26 @@ def read(state: DNCState, read_keys: Tensor, read_strengths: Tensor, read_modes:
 def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
     """A dense DNC memory of ``nr_cells`` (N) cells of width ``cell_size`` (W), ``read_heads`` (R).
 
-    Returns a :class:`~memfn.memory.Memory` whose ``step`` writes first (content + allocation
-    addressing, erase/add, precedence and links) and then reads from the updated memory
-    (content, forward and backward modes), as in the paper's Methods section.
+    Its ``step`` writes first (content + allocation addressing, erase/add, precedence and links)
+    and then reads from the updated memory (content, forward and backward modes), as in the
+    paper's Methods section.
 
-    >>> mem = dnc(nr_cells=16, cell_size=8, read_heads=2)
-    >>> state = mem.init()
-    >>> reads, state = mem.step(state, torch.zeros(mem.interface_size))
-    >>> tuple(reads.shape)
-    (2, 8)
+    Args:
+        nr_cells: memory cells (N).
+        cell_size: width of a cell (W).
+        read_heads: read heads (R).
+
+    Returns:
+        A :class:`~memfn.memory.Memory` whose state is a :class:`DNCState`; ``step(state, xi)`` with
+            ``xi`` ``[interface_size]`` (:func:`memfn.split_dnc_interface` gives its layout) returns
+            the reads ``[R, W]`` and the new state.
+
+    Examples:
+        >>> mem = dnc(nr_cells=16, cell_size=8, read_heads=2)
+        >>> state = mem.init()
+        >>> reads, state = mem.step(state, torch.zeros(mem.interface_size))
+        >>> tuple(reads.shape)
+        (2, 8)
     """
     n = positive_int("nr_cells", nr_cells)
     w = positive_int("cell_size", cell_size)

@@ -197,7 +197,13 @@ class MemoryNetwork(nn.Module):
     # -- parameters and steps ------------------------------------------------------------------
 
     def step_params(self) -> dict[str, Tensor]:
-        """The parameters as the pure cell names them (independent interface linears fused)."""
+        """The parameters as the pure cell names them (independent interface linears fused).
+
+        Examples:
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8, independent_linears=True)
+            >>> rnn.step_params()["interfaces.0.weight"].shape  # the per-field linears, stacked
+            torch.Size([63, 8])
+        """
         params = dict(self.named_parameters())
         if self.independent_linears:
             for layer, interface in enumerate(self.interfaces):
@@ -209,7 +215,14 @@ class MemoryNetwork(nn.Module):
         """Run the compiled batched step from now on (``torch.compile`` keyword arguments go to it).
 
         Unlike ``nn.Module.compile`` this compiles the one-step function, not ``forward``: one
-        graph then serves every sequence length (a compiled time loop would unroll per length)."""
+        graph then serves every sequence length (a compiled time loop would unroll per length).
+
+        Examples:
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8)
+            >>> rnn.compile(dynamic=False)  # nothing is compiled until the first forward call
+            >>> rnn.use_compile
+            True
+        """
         self.use_compile, self._compile_kwargs, self._compiled_step = True, kwargs, None
 
     def _step(self) -> Callable:
