@@ -37,6 +37,11 @@ class DNCInterface(NamedTuple):
     ``write_strength`` ``[1]``, ``erase_vector`` ``[W]``, ``write_vector`` ``[W]``, ``free_gates``
     ``[R]``, ``allocation_gate`` ``[1]``, ``write_gate`` ``[1]``, ``read_modes`` ``[R, 3]``
     (backward, forward, content). Built by :func:`split_dnc_interface`.
+
+    Examples:
+        >>> io = memfn.split_dnc_interface(torch.zeros(2, 53), read_heads=2, cell_size=8)  # a batch of 2
+        >>> io.write_key.shape, io.read_modes[0, 0]  # softmax of zeros: each mode 1/3
+        (torch.Size([2, 1, 8]), tensor([0.3333, 0.3333, 0.3333]))
     """
 
     read_keys: Tensor  # [R, W]
