@@ -22,6 +22,12 @@ def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
     """Content addressing ``C(M, k, beta)[i] = softmax_i(beta * cos(k, M[i]))``.
 
     memory ``[N, W]``, keys ``[H, W]``, strengths ``[H]`` -> ``[H, N]``, each row a distribution.
+
+    Examples:
+        >>> memory = torch.eye(3)  # 3 cells of width 3
+        >>> w = memfn.content_weights(memory, keys=torch.tensor([[0.0, 5.0, 0.0]]), strengths=torch.tensor([10.0]))
+        >>> w.shape, w.argmax(-1)
+        (torch.Size([1, 3]), tensor([1]))
     """
     return weighted_softmax(cosine_similarity(keys, memory), strengths)
 
@@ -30,6 +36,10 @@ def retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:
     """Memory retention ``psi = prod_r (1 - f_r * w^r_{t-1})``.
 
     free_gates ``[R]``, prev_read_weights ``[R, N]`` -> ``[N]`` in ``[0, 1]``.
+
+    Examples:
+        >>> memfn.retention(torch.tensor([1.0, 0.0]), torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+        tensor([0., 1., 1.])
     """
     return torch.prod(1.0 - free_gates.unsqueeze(-1) * prev_read_weights, dim=-2)
 
@@ -41,6 +51,10 @@ def usage(prev_usage: Tensor, prev_write_weights: Tensor, retention_vector: Tens
 
     The write weights are a stop-gradient here, as in deepmind/dnc: usage only decides *where*
     to allocate, and gradients through it are noisy and unneeded.
+
+    Examples:
+        >>> memfn.usage(torch.tensor([0.5, 0.0]), torch.tensor([0.0, 1.0]), torch.ones(2))
+        tensor([0.5000, 1.0000])
     """
     w = prev_write_weights.detach()
     return (prev_usage + w - prev_usage * w) * retention_vector
@@ -51,6 +65,10 @@ def allocation_weights(usage_vector: Tensor) -> Tensor:
 
     usage_vector ``[N]`` -> ``[N]`` in ``[0, 1]`` summing to at most 1; the least-used cell gets
     the largest weight. Gradients flow through the sorted *values*, never the permutation.
+
+    Examples:
+        >>> memfn.allocation_weights(torch.tensor([1.0, 0.0, 1.0])).round(decimals=3)  # cell 1 is free
+        tensor([0., 1., 0.])
     """
     u = ALLOCATION_EPS + (1.0 - ALLOCATION_EPS) * usage_vector
     # Stable, so ties go to the lower index: deterministic, and vmap equals a loop.
@@ -70,6 +88,11 @@ def write_weights(
 
     write_content_weights ``[N]``, allocation ``[N]``, write_gate ``[1]``, allocation_gate ``[1]``
     -> ``[N]``, summing to at most ``g^w``.
+
+    Examples:
+        >>> gate = torch.tensor([1.0])
+        >>> memfn.write_weights(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), gate, allocation_gate=gate)
+        tensor([0., 1.])
     """
     return write_gate * (allocation_gate * allocation + (1.0 - allocation_gate) * write_content_weights)
 
@@ -78,6 +101,12 @@ def updated_memory(memory: Tensor, write_weights_: Tensor, erase_vector: Tensor,
     """Erase then add: ``M_t = M_{t-1} * (1 - w^w e^T) + w^w v^T``.
 
     memory ``[N, W]``, write_weights_ ``[N]``, erase_vector ``[W]``, write_vector ``[W]`` -> ``[N, W]``.
+
+    Examples:
+        >>> erase, write = torch.ones(3), torch.tensor([1.0, 2.0, 3.0])
+        >>> memfn.updated_memory(torch.ones(2, 3), torch.tensor([1.0, 0.0]), erase, write)
+        tensor([[1., 2., 3.],
+                [1., 1., 1.]])
     """
     w = write_weights_.unsqueeze(-1)  # [N, 1]
     return memory * (1.0 - w * erase_vector.unsqueeze(-2)) + w * write_vector.unsqueeze(-2)
@@ -87,6 +116,10 @@ def precedence(prev_precedence: Tensor, write_weights_: Tensor) -> Tensor:
     """Precedence ``p_t = (1 - sum_i w^w[i]) p_{t-1} + w^w``.
 
     prev_precedence ``[N]``, write_weights_ ``[N]`` -> ``[N]`` in ``[0, 1]``, summing to at most 1.
+
+    Examples:
+        >>> memfn.precedence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
+        tensor([0., 1.])
     """
     return (1.0 - write_weights_.sum(-1, keepdim=True)) * prev_precedence + write_weights_
 
@@ -102,6 +135,12 @@ def link_matrix(prev_link: Tensor, prev_precedence: Tensor, write_weights_: Tens
     ``N x N`` tensors per step, and this keeps only ``prev_link``, the previous step's output (kept
     anyway). Being opaque to ``torch.compile``, it also keeps inductor from regenerating that
     backward as a strided scalar loop, which was slower than these few large kernels.
+
+    Examples:
+        >>> p = torch.tensor([1.0, 0.0])  # cell 0 was written last
+        >>> memfn.link_matrix(torch.zeros(2, 2), p, torch.tensor([0.0, 1.0]))  # now cell 1: L[1, 0] = 1
+        tensor([[0., 0.],
+                [1., 0.]])
     """
     if torch.compiler.is_compiling():
         return _link_op(prev_link, prev_precedence, write_weights_)
@@ -201,6 +240,11 @@ def directional_read_weights(link: Tensor, prev_read_weights: Tensor, forward: b
     """Forward ``f = L w^r_{t-1}`` or backward ``b = L^T w^r_{t-1}`` weights, per read head.
 
     link ``[N, N]``, prev_read_weights ``[R, N]`` -> ``[R, N]``.
+
+    Examples:
+        >>> link = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # cell 1 was written after cell 0
+        >>> memfn.directional_read_weights(link, torch.tensor([[1.0, 0.0]]), forward=True)
+        tensor([[0., 1.]])
     """
     # Row form: f[r, i] = sum_j L[i, j] w[r, j] = (w L^T)[r, i];  b[r, j] = (w L)[r, j].
     return prev_read_weights @ (link.transpose(-1, -2) if forward else link)
@@ -212,6 +256,11 @@ def forward_backward_read_weights(link: Tensor, prev_read_weights: Tensor) -> tu
     link ``[N, N]``, prev_read_weights ``[R, N]`` -> two ``[R, N]``. Same values; the backward is
     fused: the link gradient of both reads is one ``[N, 2R] @ [2R, N]`` product instead of two
     ``N x N`` products and their sum (a custom operator, like :func:`link_matrix`).
+
+    Examples:
+        >>> link = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # cell 1 was written after cell 0
+        >>> memfn.forward_backward_read_weights(link, torch.tensor([[0.0, 1.0]]))  # (f, b) from cell 1
+        (tensor([[0., 0.]]), tensor([[1., 0.]]))
     """
     if torch.compiler.is_compiling():
         return _reads_op(link, prev_read_weights)
@@ -293,6 +342,11 @@ def read_weights(
 
     Each of the weights ``[R, N]``; read_modes ``[R, 3]`` ordered (backward, forward, content)
     -> ``[R, N]``, each row summing to at most 1.
+
+    Examples:
+        >>> content_only = torch.tensor([[0.0, 0.0, 1.0]])
+        >>> memfn.read_weights(torch.tensor([[0.2, 0.8]]), torch.zeros(1, 2), torch.zeros(1, 2), content_only)
+        tensor([[0.2000, 0.8000]])
     """
     pi = read_modes.unsqueeze(-1)  # [R, 3, 1]
     return (
@@ -303,7 +357,12 @@ def read_weights(
 
 
 def read_vectors(memory: Tensor, read_weights_: Tensor) -> Tensor:
-    """Read vectors ``r = M^T w^r`` per head: memory ``[N, W]``, read_weights_ ``[R, N]`` -> ``[R, W]``."""
+    """Read vectors ``r = M^T w^r`` per head: memory ``[N, W]``, read_weights_ ``[R, N]`` -> ``[R, W]``.
+
+    Examples:
+        >>> memfn.read_vectors(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.0, 1.0]]))
+        tensor([[3., 4.]])
+    """
     return read_weights_ @ memory
 
 

@@ -29,6 +29,23 @@ from memfn.validation import positive_int
 
 
 class CellState(NamedTuple):
+    """One example's cell state (a pytree; batch it with :func:`batch_state`).
+
+    Attributes:
+        controller: the controller's state (:class:`~memfn.controllers.LSTMState` or
+            :class:`~memfn.controllers.RNNState`; a tuple of them, one per layer, for several layers).
+        memory: the memory's state (e.g. :class:`~memfn.dense.DNCState`; a tuple, one per layer,
+            when layers do not share a memory).
+        read_vectors: ``[R * W]``, the previous step's reads, fed to the controller at this step.
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=8, cell_size=4, read_heads=2)
+        >>> cell = memfn.memory_cell(memfn.lstm(3 + mem.read_size, 16), mem, input_size=3)
+        >>> state = cell.init_state()
+        >>> type(state.controller).__name__, type(state.memory).__name__, state.read_vectors.shape
+        ('LSTMState', 'DNCState', torch.Size([8]))
+    """
+
     controller: Any  # the controller's state NamedTuple
     memory: Any  # the memory's state NamedTuple
     read_vectors: Tensor  # [R * W], the reads of the previous step
@@ -41,6 +58,13 @@ class Cell(NamedTuple):
     with ``x`` ``[input_size]`` and ``y`` ``[output_size]``; broadcasts over leading batch axes.
     ``pass_through_memory=False`` bypasses the memory: its state is kept and the reads are zero.
     ``trace``, a list, receives the memory state after each layer (for debug views; eager only).
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=8, cell_size=4, read_heads=2)
+        >>> cell = memfn.memory_cell(memfn.lstm(3 + mem.read_size, 16), mem, input_size=3, output_size=5)
+        >>> y, state = cell.step(cell.init_params(), cell.init_state(), torch.randn(3))
+        >>> y.shape
+        torch.Size([5])
     """
 
     init_params: Callable[..., Params]
@@ -88,6 +112,13 @@ def memory_cell(
     ``controllers.{l}.<nn.LSTM name>``, ``interfaces.{l}.weight|bias`` and ``output.weight|bias``.
     The state's ``controller`` (``memory``) is one state, or a tuple per layer when a sequence of
     controllers (memories) was given.
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=16, cell_size=8, read_heads=2)
+        >>> ctrls = [memfn.lstm(6 + mem.read_size, 32), memfn.lstm(32 + mem.read_size, 32)]  # two layers
+        >>> cell = memfn.memory_cell(ctrls, mem, input_size=6, output_size=6)  # one memory, shared
+        >>> sorted({name.rsplit(".", 1)[0] for name in cell.init_params()})
+        ['controllers.0', 'controllers.1', 'interfaces.0', 'interfaces.1', 'output']
     """
     ctrls, single_ctrl = _as_tuple(controller, Controller)
     mems, shared = _as_tuple(memory, Memory)
@@ -175,7 +206,13 @@ def memory_cell(
 
 
 def batch_state(state: Any, batch_size: int) -> Any:
-    """Repeat one example's state pytree along a new leading batch axis of ``batch_size``."""
+    """Repeat one example's state pytree along a new leading batch axis of ``batch_size``.
+
+    Examples:
+        >>> state = memfn.batch_state(memfn.dnc(nr_cells=16, cell_size=8, read_heads=2).init(), 4)
+        >>> state.memory.shape, state.link_matrix.shape
+        (torch.Size([4, 16, 8]), torch.Size([4, 1, 16, 16]))
+    """
     return optree.tree_map(lambda t: t.unsqueeze(0).expand(batch_size, *t.shape).clone(), state)
 
 
@@ -187,6 +224,14 @@ def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **
     leading axis, which skips ``vmap``'s eager overhead and gives the same numbers. ``compile=True``
     wraps the result in ``torch.compile`` (extra keyword arguments go to it): compile the *step*,
     not the time loop, so one compiled graph serves every sequence length.
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=16, cell_size=8, read_heads=2)
+        >>> cell = memfn.memory_cell(memfn.lstm(6 + mem.read_size, 32), mem, input_size=6, output_size=6)
+        >>> step = memfn.batched_step(cell)  # compile=True for the compiled step
+        >>> y, state = step(cell.init_params(), memfn.batch_state(cell.init_state(), 4), torch.randn(4, 6))
+        >>> y.shape
+        torch.Size([4, 6])
     """
 
     def fn(params: Params, state: CellState, x: Tensor, **step_kwargs: Any):
@@ -223,6 +268,15 @@ def run(
     ``checkpoint_every=k`` trades compute for memory when gradients are on: every ``k`` steps form
     a segment whose intermediate states are recomputed in backward instead of kept, so backward
     keeps about ``T / k + k`` states instead of ``T`` (``k ~ sqrt(T)`` is the usual choice).
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=16, cell_size=8, read_heads=2)
+        >>> cell = memfn.memory_cell(memfn.lstm(6 + mem.read_size, 32), mem, input_size=6, output_size=6)
+        >>> state = memfn.batch_state(cell.init_state(), 4)
+        >>> ys, state = memfn.run(memfn.batched_step(cell), cell.init_params(), state, torch.randn(10, 4, 6),
+        ...                       lengths=torch.tensor([10, 7, 3, 1]))
+        >>> ys.shape, ys[5:, 2].abs().sum()  # example 2 stops after 3 steps
+        (torch.Size([10, 4, 6]), tensor(0.))
     """
     if not checkpoint_every or not torch.is_grad_enabled():
         return _run_segment(step, params, state, inputs, lengths, 0, step_kwargs)

@@ -50,12 +50,20 @@ class _NotGiven:
         return "<not given>"
 
 
+#: The default of the shells' ``device``, ``share_memory`` and ``share_memory_between_layers``:
+#: "not passed", which differs from any value passed (``device=None`` still selects release 2.0).
 NOT_GIVEN: Any = _NotGiven()
 
 
 def dnc_api(api: str | None, device: Any, share_memory_between_layers: Any) -> str:
     """The pytorch-dnc API a shell speaks: ``api`` if given, else ``"2.0"`` when a 2.0-only
-    spelling (``device``, ``share_memory_between_layers``) was passed, else ``"1.1"``."""
+    spelling (``device``, ``share_memory_between_layers``) was passed, else ``"1.1"``.
+
+    Examples:
+        >>> from memfn.compat import NOT_GIVEN, dnc_api
+        >>> dnc_api(None, NOT_GIVEN, NOT_GIVEN), dnc_api(None, None, NOT_GIVEN), dnc_api("2.0", NOT_GIVEN, NOT_GIVEN)
+        ('1.1', '2.0', '2.0')
+    """
     if api is not None:
         return one_of("api", api, API_VERSIONS)
     spoken_2 = device is not NOT_GIVEN or share_memory_between_layers is not NOT_GIVEN
@@ -63,7 +71,13 @@ def dnc_api(api: str | None, device: Any, share_memory_between_layers: Any) -> s
 
 
 def shared_memory(share_memory: Any, share_memory_between_layers: Any) -> bool:
-    """``share_memory`` (1.1.0) and ``share_memory_between_layers`` (2.0) are one option; True if neither."""
+    """``share_memory`` (1.1.0) and ``share_memory_between_layers`` (2.0) are one option; True if neither.
+
+    Examples:
+        >>> from memfn.compat import NOT_GIVEN, shared_memory
+        >>> shared_memory(NOT_GIVEN, NOT_GIVEN), shared_memory(NOT_GIVEN, False)
+        (True, False)
+    """
     given = [v for v in (share_memory, share_memory_between_layers) if v is not NOT_GIVEN]
     if len(given) == 2 and bool(given[0]) != bool(given[1]):
         raise ValueError(
@@ -87,7 +101,12 @@ def _caller_level() -> int:
 
 def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -> torch.device:
     """The device from pytorch-dnc's ``gpu_id`` (1.1.0) or ``device`` (2.0); CPU, with a warning, if
-    CUDA was asked for on a machine without it (so published examples run anywhere)."""
+    CUDA was asked for on a machine without it (so published examples run anywhere).
+
+    Examples:
+        >>> memfn.compat.resolve_device(-1), memfn.compat.resolve_device(device="cpu")
+        (device(type='cpu'), device(type='cpu'))
+    """
     if isinstance(gpu_id, bool) or not isinstance(gpu_id, int):
         raise ValueError(f"gpu_id must be an integer (-1 for CPU), got {gpu_id!r}")
     from_gpu_id = torch.device("cpu") if gpu_id < 0 else torch.device("cuda", gpu_id)
@@ -108,7 +127,12 @@ def resolve_device(gpu_id: int = -1, device: torch.device | str | None = None) -
 
 
 def describe(value: Any) -> str:
-    """A short description of a received value, for error messages."""
+    """A short description of a received value, for error messages.
+
+    Examples:
+        >>> memfn.compat.describe(torch.zeros(2, 3)), memfn.compat.describe([1, 2])
+        ('a tensor of shape (2, 3)', 'a list of length 2')
+    """
     if isinstance(value, Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
     if isinstance(value, (tuple, list)):
@@ -120,7 +144,13 @@ def describe(value: Any) -> str:
 
 
 def memory_dict(state: NamedTuple) -> dict[str, Tensor]:
-    """One memory's state as ``dnc``'s plain dict (same tensors, keys in field order)."""
+    """One memory's state as ``dnc``'s plain dict (same tensors, keys in field order).
+
+    Examples:
+        >>> state = memfn.dnc(nr_cells=4, cell_size=2, read_heads=1).init()
+        >>> list(memfn.compat.memory_dict(state))
+        ['memory', 'link_matrix', 'precedence', 'read_weights', 'write_weights', 'usage_vector']
+    """
     return dict(zip(state._fields, state))
 
 
@@ -130,7 +160,16 @@ def dnc_hidden(
     """``(controller_hidden, memory, read_vectors)`` in the layout of pytorch-dnc ``api``.
 
     ``controller_hidden``: one entry per layer, ``(h, c)`` for LSTMs, each ``(num_hidden_layers, B, H)``
-    (the pure core keeps the batch axis first)."""
+    (the pure core keeps the batch axis first).
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=4, cell_size=2, read_heads=1)
+        >>> cell = memfn.memory_cell(memfn.lstm(3 + mem.read_size, 8), mem, input_size=3)
+        >>> state = memfn.batch_state(cell.init_state(), 5)
+        >>> chx, mhx, rv = memfn.compat.dnc_hidden(state, api="2.0", share_memory=True)
+        >>> chx[0][0].shape, mhx[0]["memory"].shape, rv.shape
+        (torch.Size([1, 5, 8]), torch.Size([5, 4, 2]), torch.Size([5, 2]))
+    """
     layers = (state.controller,) if _is_state(state.controller) else state.controller
     chx = [
         (s.h.transpose(0, 1), s.c.transpose(0, 1)) if isinstance(s, LSTMState) else s.h.transpose(0, 1) for s in layers
@@ -150,7 +189,14 @@ def _is_state(value: Any) -> bool:
 
 
 def memory_state(name: str, given: Any, zero: NamedTuple, check: LeafCheck) -> NamedTuple:
-    """One memory's state from a mapping with its keys (or its NamedTuple, or None: zeros)."""
+    """One memory's state from a mapping with its keys (or its NamedTuple, or None: zeros).
+
+    Examples:
+        >>> zero = memfn.dnc(nr_cells=4, cell_size=2, read_heads=1).init()
+        >>> given = {**memfn.compat.memory_dict(zero), "memory": torch.ones(4, 2)}
+        >>> memfn.compat.memory_state("hidden", given, zero, lambda name, t, z: t).memory.sum()
+        tensor(8.)
+    """
     cls = type(zero)
     if given is None:
         return zero
@@ -201,7 +247,14 @@ def cell_state(
     """The batched :class:`~memfn.cell.CellState` from a pytorch-dnc ``hx`` of either layout.
 
     ``zero``: the all-zero state of the right batch size, whose shapes the parts are checked against;
-    ``check`` validates one leaf. Any part may be ``None`` (zeros), as may each layer's entry."""
+    ``check`` validates one leaf. Any part may be ``None`` (zeros), as may each layer's entry.
+
+    Examples:
+        >>> rnn = memfn.DNC(input_size=3, hidden_size=8, nr_cells=4, cell_size=2, read_heads=1)
+        >>> state = rnn.initial_state((None, None, None), batch_size=5, reset_experience=False, like=torch.zeros(1))
+        >>> type(state).__name__, state.memory.memory.shape  # cell_state behind the shells' initial_state
+        ('CellState', torch.Size([5, 4, 2]))
+    """
     if hx is None:
         hx = (None, None, None)
     if not isinstance(hx, (tuple, list)) or len(hx) != 3:
@@ -232,7 +285,12 @@ def _is_empty_list(mhx: Any) -> bool:
 
 
 def is_fresh_memory(hx: Any, reset_experience: bool) -> bool:
-    """Whether ``hx`` starts from an all-zero memory (nothing to index yet)."""
+    """Whether ``hx`` starts from an all-zero memory (nothing to index yet).
+
+    Examples:
+        >>> memfn.compat.is_fresh_memory((None, [], None), False), memfn.compat.is_fresh_memory((None, {}, None), True)
+        (True, True)
+    """
     if reset_experience or hx is None or not isinstance(hx, (tuple, list)) or len(hx) != 3:
         return True
     return hx[1] is None or _is_empty_list(hx[1])
@@ -245,7 +303,15 @@ def debug_record(views: Sequence[Mapping[str, Tensor]], keys: Sequence[str], api
     """pytorch-dnc's ``debug=True`` dictionary from one view (batch element 0) per (time, layer).
 
     1.1.0: ``{key: ndarray (T * layers, prod(shape))}``; 2.0: ``{key: [ndarray (rows, cols)] per
-    (time, layer)}``, each view reshaped to ``(-1, last axis)`` as 2.0 does."""
+    (time, layer)}``, each view reshaped to ``(-1, last axis)`` as 2.0 does.
+
+    Examples:
+        >>> views = [{"usage_vector": torch.zeros(4)} for _ in range(3)]  # 3 steps, 1 layer
+        >>> memfn.compat.debug_record(views, ["usage_vector"], "1.1")["usage_vector"].shape
+        (3, 4)
+        >>> len(memfn.compat.debug_record(views, ["usage_vector"], "2.0")["usage_vector"])
+        3
+    """
     arrays = {key: [v[key].detach().cpu().numpy() for v in views] for key in keys}
     if api == "2.0":
         return {key: [a.reshape(-1, a.shape[-1]) for a in steps] for key, steps in arrays.items()}

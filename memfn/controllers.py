@@ -33,12 +33,24 @@ MEMORYLESS_GATE_BIAS = -3.0
 
 
 class LSTMState(NamedTuple):
+    """State of the LSTM controller: hidden ``h`` and cell ``c``, each ``[num_layers, H]``.
+
+    Examples:
+        >>> memfn.lstm(input_size=4, hidden_size=8, num_layers=2).init_state().c.shape
+        torch.Size([2, 8])
+    """
+
     h: Tensor  # [num_layers, H]
     c: Tensor  # [num_layers, H]
 
 
 class RNNState(NamedTuple):
-    """State of the GRU and vanilla RNN controllers."""
+    """State of the GRU and vanilla RNN controllers: hidden ``h`` ``[num_layers, H]``.
+
+    Examples:
+        >>> memfn.gru(input_size=4, hidden_size=8).init_state()
+        RNNState(h=tensor([[0., 0., 0., 0., 0., 0., 0., 0.]]))
+    """
 
     h: Tensor  # [num_layers, H]
 
@@ -53,6 +65,15 @@ class Controller(NamedTuple):
     - ``step(params, state, x, training=False) -> (output [H], new_state)``; with ``training`` and
       ``dropout > 0`` it drops out between layers, as ``nn.LSTM`` does (needs
       ``vmap(..., randomness="different")`` when vmapped).
+
+    Examples:
+        >>> ctrl = memfn.lstm(input_size=4, hidden_size=8)
+        >>> params, state = ctrl.init_params(), ctrl.init_state()
+        >>> sorted(params)  # nn.LSTM's names
+        ['bias_hh_l0', 'bias_ih_l0', 'weight_hh_l0', 'weight_ih_l0']
+        >>> out, state = ctrl.step(params, state, torch.randn(4))
+        >>> out.shape, state.h.shape
+        (torch.Size([8]), torch.Size([1, 8]))
     """
 
     init_params: Callable[..., Params]
@@ -182,7 +203,16 @@ def lstm(
     init: str = "torch",
 ) -> Controller:
     """A multi-layer LSTM controller with ``nn.LSTM``'s parameters (gate order i, f, g, o); ``init`` as
-    :func:`controller`."""
+    :func:`controller`.
+
+    Examples:
+        >>> ctrl = memfn.lstm(input_size=6, hidden_size=16, num_layers=2)
+        >>> lstm = torch.nn.LSTM(6, 16, num_layers=2)  # the same parameters, the same numbers
+        >>> x = torch.randn(6)
+        >>> out, state = ctrl.step(dict(lstm.named_parameters()), ctrl.init_state(), x)
+        >>> torch.allclose(out, lstm(x[None, None])[0][0, 0], atol=1e-6)
+        True
+    """
     return _make("lstm", input_size, hidden_size, num_layers, bias, dropout, init=init)
 
 
@@ -195,7 +225,14 @@ def gru(
     init: str = "torch",
 ) -> Controller:
     """A multi-layer GRU controller with ``nn.GRU``'s parameters (gate order r, z, n); ``init`` as
-    :func:`controller`."""
+    :func:`controller`.
+
+    Examples:
+        >>> ctrl = memfn.gru(input_size=6, hidden_size=16)
+        >>> out, state = ctrl.step(ctrl.init_params(), ctrl.init_state(), torch.randn(3, 6))  # a batch of 3
+        >>> out.shape, state.h.shape
+        (torch.Size([3, 16]), torch.Size([3, 1, 16]))
+    """
     return _make("gru", input_size, hidden_size, num_layers, bias, dropout, init=init)
 
 
@@ -209,7 +246,14 @@ def rnn(
     init: str = "torch",
 ) -> Controller:
     """A multi-layer Elman RNN controller with ``nn.RNN``'s parameters; ``nonlinearity`` tanh or relu;
-    ``init`` as :func:`controller`."""
+    ``init`` as :func:`controller`.
+
+    Examples:
+        >>> ctrl = memfn.rnn(input_size=6, hidden_size=16, nonlinearity="relu")
+        >>> out, state = ctrl.step(ctrl.init_params(), ctrl.init_state(), torch.randn(6))
+        >>> bool((out >= 0).all())
+        True
+    """
     return _make("rnn", input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)
 
 
@@ -230,6 +274,12 @@ def controller(
     gate (GRU update gate) bias :data:`MEMORYLESS_GATE_BIAS` (with ``bias=False`` only the weights),
     so the controller starts without a memory of its own and a memory-augmented network learns to
     use its external memory.
+
+    Examples:
+        >>> ctrl = memfn.controller("lstm", input_size=6, hidden_size=16, init="memoryless")
+        >>> params = ctrl.init_params()
+        >>> params["weight_hh_l0"].abs().sum(), params["bias_ih_l0"][16:32].unique()  # forget gate: bias -3
+        (tensor(0.), tensor([-3.]))
     """
     kind = one_of("rnn_type", rnn_type, ("lstm", "gru", "rnn"))
     return _make(kind, input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)

@@ -25,6 +25,20 @@ class DNCState(NamedTuple):
     The single write head keeps its own axis (as in deepmind/dnc and pytorch-dnc), so batched
     shapes equal the ``dnc`` package's: link ``[B, 1, N, N]``, write weights ``[B, 1, N]``.
     The shells hand it to users as a plain dict with these keys, in this order (:mod:`memfn.compat`).
+
+    Attributes:
+        memory: ``[N, W]``, the cells.
+        link_matrix: ``[1, N, N]``; ``[0, i, j]``: how much cell ``i`` was written right after cell ``j``.
+        precedence: ``[1, N]``, how much each cell was the last one written.
+        read_weights: ``[R, N]``, each head's last read weighting.
+        write_weights: ``[1, N]``, the last write weighting.
+        usage_vector: ``[N]``, usage in ``[0, 1]``.
+
+    Examples:
+        >>> state = memfn.dnc(nr_cells=16, cell_size=8, read_heads=2).init()
+        >>> {name: tuple(t.shape) for name, t in state._asdict().items()}  # doctest: +NORMALIZE_WHITESPACE
+        {'memory': (16, 8), 'link_matrix': (1, 16, 16), 'precedence': (1, 16), 'read_weights': (2, 16),
+         'write_weights': (1, 16), 'usage_vector': (16,)}
     """
 
     memory: Tensor  # [N, W]
@@ -79,15 +93,26 @@ def read(state: DNCState, read_keys: Tensor, read_strengths: Tensor, read_modes:
 def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
     """A dense DNC memory of ``nr_cells`` (N) cells of width ``cell_size`` (W), ``read_heads`` (R).
 
-    Returns a :class:`~memfn.memory.Memory` whose ``step`` writes first (content + allocation
-    addressing, erase/add, precedence and links) and then reads from the updated memory
-    (content, forward and backward modes), as in the paper's Methods section.
+    Its ``step`` writes first (content + allocation addressing, erase/add, precedence and links)
+    and then reads from the updated memory (content, forward and backward modes), as in the
+    paper's Methods section.
 
-    >>> mem = dnc(nr_cells=16, cell_size=8, read_heads=2)
-    >>> state = mem.init()
-    >>> reads, state = mem.step(state, torch.zeros(mem.interface_size))
-    >>> tuple(reads.shape)
-    (2, 8)
+    Args:
+        nr_cells: memory cells (N).
+        cell_size: width of a cell (W).
+        read_heads: read heads (R).
+
+    Returns:
+        A :class:`~memfn.memory.Memory` whose state is a :class:`DNCState`; ``step(state, xi)`` with
+            ``xi`` ``[interface_size]`` (:func:`memfn.split_dnc_interface` gives its layout) returns
+            the reads ``[R, W]`` and the new state.
+
+    Examples:
+        >>> mem = dnc(nr_cells=16, cell_size=8, read_heads=2)
+        >>> state = mem.init()
+        >>> reads, state = mem.step(state, torch.zeros(mem.interface_size))
+        >>> tuple(reads.shape)
+        (2, 8)
     """
     n = positive_int("nr_cells", nr_cells)
     w = positive_int("cell_size", cell_size)

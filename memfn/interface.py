@@ -2,20 +2,18 @@
 
 Layout of ``xi`` (Graves et al. 2016, Methods, "Interface parameters"), in this order:
 
-=====================  ==========  ==================================
-field                  length      activation
-=====================  ==========  ==================================
-read keys ``k^r``      ``R * W``   none (raw, as in the paper)
-read strengths         ``R``       ``oneplus``
-write key ``k^w``      ``W``       none
-write strength         ``1``       ``oneplus``
-erase vector ``e``     ``W``       sigmoid
-write vector ``v``     ``W``       none
-free gates ``f``       ``R``       sigmoid
-allocation gate        ``1``       sigmoid
-write gate             ``1``       sigmoid
-read modes ``pi``      ``3 * R``   softmax over the 3 modes, ordered (backward, forward, content)
-=====================  ==========  ==================================
+| field                | length    | activation                                                    |
+|----------------------|-----------|---------------------------------------------------------------|
+| read keys ``k^r``    | ``R * W`` | none (raw, as in the paper)                                   |
+| read strengths       | ``R``     | ``oneplus``                                                   |
+| write key ``k^w``    | ``W``     | none                                                          |
+| write strength       | ``1``     | ``oneplus``                                                   |
+| erase vector ``e``   | ``W``     | sigmoid                                                       |
+| write vector ``v``   | ``W``     | none                                                          |
+| free gates ``f``     | ``R``     | sigmoid                                                       |
+| allocation gate      | ``1``     | sigmoid                                                       |
+| write gate           | ``1``     | sigmoid                                                       |
+| read modes ``pi``    | ``3 * R`` | softmax over the 3 modes, ordered (backward, forward, content) |
 """
 
 from __future__ import annotations
@@ -33,7 +31,18 @@ NUM_READ_MODES = 3
 
 
 class DNCInterface(NamedTuple):
-    """The parsed, activated interface of one time step (shapes for one example)."""
+    """The parsed, activated interface of one time step (shapes for one example).
+
+    Fields: ``read_keys`` ``[R, W]``, ``read_strengths`` ``[R]``, ``write_key`` ``[1, W]``,
+    ``write_strength`` ``[1]``, ``erase_vector`` ``[W]``, ``write_vector`` ``[W]``, ``free_gates``
+    ``[R]``, ``allocation_gate`` ``[1]``, ``write_gate`` ``[1]``, ``read_modes`` ``[R, 3]``
+    (backward, forward, content). Built by :func:`split_dnc_interface`.
+
+    Examples:
+        >>> io = memfn.split_dnc_interface(torch.zeros(2, 53), read_heads=2, cell_size=8)  # a batch of 2
+        >>> io.write_key.shape, io.read_modes[0, 0]  # softmax of zeros: each mode 1/3
+        (torch.Size([2, 1, 8]), tensor([0.3333, 0.3333, 0.3333]))
+    """
 
     read_keys: Tensor  # [R, W]
     read_strengths: Tensor  # [R]
@@ -54,7 +63,12 @@ def interface_field_sizes(read_heads: int, cell_size: int) -> list[int]:
 
 
 def dnc_interface_size(read_heads: int, cell_size: int) -> int:
-    """Length of ``xi`` for a dense DNC: ``R*W + 3W + 5R + 3``."""
+    """Length of ``xi`` for a dense DNC: ``R*W + 3W + 5R + 3``.
+
+    Examples:
+        >>> memfn.dnc_interface_size(read_heads=2, cell_size=8)
+        53
+    """
     return sum(interface_field_sizes(read_heads, cell_size))
 
 
@@ -71,7 +85,13 @@ def check_interface(xi: Tensor, interface_size: int) -> None:
 
 
 def split_dnc_interface(xi: Tensor, read_heads: int, cell_size: int) -> DNCInterface:
-    """Split and activate ``xi`` ``[..., interface_size]`` into a :class:`DNCInterface`."""
+    """Split and activate ``xi`` ``[..., interface_size]`` into a :class:`DNCInterface`.
+
+    Examples:
+        >>> io = memfn.split_dnc_interface(torch.zeros(53), read_heads=2, cell_size=8)
+        >>> io.read_keys.shape, io.read_modes.shape, io.write_gate  # sigmoid(0)
+        (torch.Size([2, 8]), torch.Size([2, 3]), tensor([0.5000]))
+    """
     r, w = read_heads, cell_size
     lead = xi.shape[:-1]
     parts = torch.split(xi, interface_field_sizes(r, w), dim=-1)

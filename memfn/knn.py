@@ -35,7 +35,12 @@ HNSW_NEIGHBOURS = 32
 
 
 class KNNConfig(NamedTuple):
-    """A validated nearest-neighbour configuration (static: it is closed over, never traced)."""
+    """A validated nearest-neighbour configuration (static: it is closed over, never traced).
+
+    Examples:
+        >>> memfn.knn.knn_config(nr_cells=1000)
+        KNNConfig(backend='exact', index='flat', num_lists=10, index_checks=32)
+    """
 
     backend: str = "exact"
     index: str = "flat"
@@ -55,6 +60,10 @@ def knn_config(
     ``num_lists`` (IVF lists) defaults to ``max(1, nr_cells // 100)`` as in pytorch-dnc and must lie
     in ``[1, nr_cells]``; ``index_checks`` (IVF lists probed, or HNSW's efSearch) defaults to
     ``min(32, num_lists)`` for IVF and 32 for HNSW, and cannot exceed ``num_lists`` for IVF.
+
+    Examples:
+        >>> memfn.knn.knn_config(nr_cells=1000, index="flat").num_lists  # faiss's options need knn="faiss"
+        10
     """
     one_of("knn", knn, KNN_BACKENDS)
     one_of("index", index, FAISS_INDEXES)
@@ -86,6 +95,11 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
     """Positions of the ``k`` rows of ``memory`` most cosine-similar to each key, best first.
 
     memory ``[N, W]``, keys ``[H, W]`` -> ``[H, K]`` (int64). Broadcasts over leading batch axes.
+
+    Examples:
+        >>> memory = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> memfn.knn.nearest_cells(memory, torch.tensor([[1.0, 0.1]]), k=2)
+        tensor([[0, 2]])
     """
     memory, keys = memory.detach(), keys.detach()
     if config.backend == "exact":

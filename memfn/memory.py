@@ -25,6 +25,16 @@ class Memory(NamedTuple):
 
     ``step`` and the functions it is made of also broadcast over leading batch axes, so it can be
     called on a batched state directly; ``torch.func.vmap(step)`` gives the same result.
+
+    Examples:
+        >>> mem = memfn.dnc(nr_cells=16, cell_size=8, read_heads=2)
+        >>> mem.interface_size, mem.read_size, mem.interface_fields[:2]
+        (53, 16, (('read_keys', 16), ('read_strengths', 2)))
+        >>> reads, state = mem.step(mem.init(), torch.randn(mem.interface_size))
+        >>> batch = memfn.batch_state(mem.init(), 4)  # the same step on a batch, with or without vmap
+        >>> reads, batch = torch.func.vmap(mem.step)(batch, torch.randn(4, mem.interface_size))
+        >>> reads.shape
+        torch.Size([4, 2, 8])
     """
 
     init: Callable[..., Any]

@@ -36,13 +36,29 @@ def _transforms_active() -> bool:
 
 
 def detach(hidden: Any) -> Any:
-    """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks."""
+    """Detach every tensor of a hidden state (any nesting), e.g. between truncated-BPTT chunks.
+
+    Examples:
+        >>> rnn = memfn.DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3)
+        >>> out, hidden = rnn(torch.randn(2, 6, 4))
+        >>> out, hidden = rnn(torch.randn(2, 6, 4), memfn.detach(hidden))  # truncated BPTT: no gradient back
+        >>> hidden[1]["memory"].requires_grad, memfn.detach(hidden)[1]["memory"].requires_grad
+        (True, False)
+    """
     return optree.tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
 
 
 def clone(hidden: Any) -> Any:
     """Copy every tensor of a hidden state (any nesting): a state to reuse after passing it to a
-    SAM/SDNC fast-path call, which consumes the buffers it is given."""
+    SAM/SDNC fast-path call, which consumes the buffers it is given.
+
+    Examples:
+        >>> rnn = memfn.SAM(input_size=4, hidden_size=8, nr_cells=64, cell_size=4, read_heads=1)
+        >>> _, hidden = rnn(torch.randn(2, 3, 4))
+        >>> kept = memfn.clone(hidden)
+        >>> _, new = rnn(torch.randn(2, 3, 4), hidden)  # consumes hidden (fast path)
+        >>> _, again = rnn(torch.randn(2, 3, 4), kept)  # the copy is still usable
+    """
     return optree.tree_map(lambda t: t.clone() if isinstance(t, Tensor) else t, hidden, none_is_leaf=True)
 
 
@@ -73,7 +89,12 @@ class _IndependentInterface(nn.Module):
 
 
 class MemoryNetwork(nn.Module):
-    """What the DNC, SAM and SDNC shells share; subclasses say which memory to build."""
+    """What the DNC, SAM and SDNC shells share; subclasses say which memory to build.
+
+    Examples:
+        >>> isinstance(memfn.DNC(input_size=4, hidden_size=8), memfn.MemoryNetwork)
+        True
+    """
 
     #: Keys of the ``debug=True`` dictionary, in order, taken from the memory state.
     debug_keys: tuple[str, ...] = ()
@@ -176,7 +197,13 @@ class MemoryNetwork(nn.Module):
     # -- parameters and steps ------------------------------------------------------------------
 
     def step_params(self) -> dict[str, Tensor]:
-        """The parameters as the pure cell names them (independent interface linears fused)."""
+        """The parameters as the pure cell names them (independent interface linears fused).
+
+        Examples:
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8, independent_linears=True)
+            >>> rnn.step_params()["interfaces.0.weight"].shape  # the per-field linears, stacked
+            torch.Size([63, 8])
+        """
         params = dict(self.named_parameters())
         if self.independent_linears:
             for layer, interface in enumerate(self.interfaces):
@@ -188,7 +215,14 @@ class MemoryNetwork(nn.Module):
         """Run the compiled batched step from now on (``torch.compile`` keyword arguments go to it).
 
         Unlike ``nn.Module.compile`` this compiles the one-step function, not ``forward``: one
-        graph then serves every sequence length (a compiled time loop would unroll per length)."""
+        graph then serves every sequence length (a compiled time loop would unroll per length).
+
+        Examples:
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8)
+            >>> rnn.compile(dynamic=False)  # nothing is compiled until the first forward call
+            >>> rnn.use_compile
+            True
+        """
         self.use_compile, self._compile_kwargs, self._compiled_step = True, kwargs, None
 
     def _step(self) -> Callable:
@@ -258,25 +292,54 @@ class MemoryNetwork(nn.Module):
     ):
         """Run the network over a sequence: ``output, (controller_hidden, memory, read_vectors)[, debug]``.
 
+        Shapes: B batch, T time, N ``nr_cells``, W ``cell_size``, R ``read_heads``, H ``hidden_size``.
+
         Args:
             input: ``(B, T, input_size)`` if ``batch_first`` else ``(T, B, input_size)``, or a
-                ``PackedSequence``.
+                ``PackedSequence`` (sequences of different lengths; padded steps leave the state alone).
             hx: the hidden state a previous call returned, or ``None``/``(None, None, None)`` for
-                zeros; any of its three parts may be ``None``. ``controller_hidden`` is a list with
-                one entry per layer (``(h, c)`` for LSTMs, each ``(num_hidden_layers, B, hidden_size)``);
-                ``memory`` is a dict (release 1.1 with ``share_memory=True``), a list of one dict
-                per layer (1.1, ``share_memory=False``) or a list with one dict per memory (2.0),
-                keyed by the memory state's fields; ``read_vectors`` is ``(B, read_heads * cell_size)``.
-                Plain dicts or ``OrderedDict``s rebuilt by the caller are accepted, in either layout.
-            reset_experience: start from a zero memory whatever ``hx`` holds.
-            pass_through_memory: if False, the memory is neither read nor written; the read
-                vectors fed on are zeros and the returned ones ``None`` (1.1) or zeros (2.0).
+                zeros; any of its three parts may be ``None`` (zeros), as may one layer's memory in a
+                list. The layout (either release's is accepted, whatever ``self.api``):
+
+                - ``controller_hidden``: a list with one entry per layer: ``(h, c)`` for LSTMs, ``h``
+                  for GRU/RNN, each ``(num_hidden_layers, B, hidden_size)``.
+                - ``memory``: a dict (release 1.1 with ``share_memory=True``), a list of one dict per
+                  layer (1.1, ``share_memory=False``) or a list with one dict per memory (2.0). The
+                  keys are the memory state's fields; for the DNC ``memory`` ``(B, N, W)``,
+                  ``link_matrix`` ``(B, 1, N, N)``, ``precedence`` ``(B, 1, N)``, ``read_weights``
+                  ``(B, R, N)``, ``write_weights`` ``(B, 1, N)``, ``usage_vector`` ``(B, N)``
+                  (SAM/SDNC: the fields of :class:`~memfn.SAMState` / :class:`~memfn.SDNCState`).
+                  Plain dicts or ``OrderedDict``s rebuilt by the caller (any key order) and the state
+                  NamedTuples are accepted.
+                - ``read_vectors``: ``(B, R * W)``, the last step's reads (fed to the controller at the
+                  first step of this call).
+            reset_experience: start from a zero memory whatever ``hx`` holds (the controller state and
+                read vectors in ``hx`` are still used).
+            pass_through_memory: if False, the memory is neither read nor written (the controller
+                runs alone); the read vectors fed on are zeros and the returned ones ``None`` (1.1)
+                or zeros (2.0).
 
         Returns:
-            ``output`` (same layout as ``input``, ``output_size`` features), the new hidden state
-            in this module's layout (``self.api``; never the tensors passed in, mutated), and with
-            ``debug=True`` a dict of batch element 0's memory views per (time, layer): for 1.1 one
-            array ``(T * num_layers, features)`` per key, for 2.0 a list of 2-D arrays per key.
+            ``(output, hidden)``, or ``(output, hidden, debug)`` with ``debug=True``.
+                ``output``: the input's layout (``(B, T, output_size)`` if ``batch_first``, else
+                ``(T, B, output_size)``, or a ``PackedSequence``). ``hidden``: the new
+                ``(controller_hidden, memory, read_vectors)`` in this module's layout
+                (``self.api``), new tensors (the ``hx`` passed in is never mutated; SAM/SDNC's fast
+                path consumes it, see :func:`memfn.clone`). ``debug``: a dict keyed by ``debug_keys``
+                (DNC: ``memory``, ``link_matrix``, ``precedence``, ``read_weights``,
+                ``write_weights``, ``usage_vector``) of batch element 0's state after each
+                (time, layer) step as numpy arrays: for 1.1 one array ``(T * num_layers, features)``
+                per key (each view flattened), for 2.0 a list of 2-D arrays ``(rows, last axis)``
+                per key.
+
+        Examples:
+            >>> rnn = DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2, debug=True)
+            >>> out, (chx, mhx, rv), debug = rnn(torch.randn(2, 6, 4))
+            >>> tuple(out.shape), tuple(chx[0][0].shape), tuple(mhx["memory"].shape), tuple(rv.shape)
+            ((2, 6, 4), (2, 2, 8), (2, 5, 3), (2, 6))
+            >>> debug["usage_vector"].shape  # (T * num_layers, N)
+            (6, 5)
+            >>> out, hidden, _ = rnn(torch.randn(2, 3, 4), memfn.detach((chx, mhx, rv)), reset_experience=True)
         """
         lengths = None
         if isinstance(input, PackedSequence):
@@ -350,6 +413,14 @@ class MemoryView:
     ``hidden`` is the layer's memory state (a dict with its keys, as pytorch-dnc's, or the state
     NamedTuple) with a batch axis; the methods return new states as plain dicts, as pytorch-dnc's
     ``Memory`` does, and never mutate the one given.
+
+    Examples:
+        >>> rnn = memfn.DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2)
+        >>> mem = rnn.memories[0]
+        >>> hidden = mem.reset(batch_size=2)  # pytorch-dnc's Memory.reset: a zero state dict
+        >>> reads, hidden = mem(torch.randn(2, 8), hidden)  # one memory step from a controller output
+        >>> reads.shape, hidden["usage_vector"].shape
+        (torch.Size([2, 2, 3]), torch.Size([2, 5]))
     """
 
     def __init__(self, network: MemoryNetwork, index: int) -> None:
@@ -418,24 +489,48 @@ class DenseMemoryView(MemoryView):
 class DNC(MemoryNetwork):
     """A Differentiable Neural Computer with pytorch-dnc's constructor and forward contract.
 
-    ``DNC(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
-    batch_first=True, dropout=0, bidirectional=False, nr_cells=5, read_heads=2, cell_size=10,
-    nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True, debug=False,
-    clip=20)``, plus keyword-only ``device`` / ``share_memory_between_layers`` (pytorch-dnc 2.0
-    spellings), ``output_size`` (default ``input_size``), ``compile``, ``checkpoint_every``
-    (recompute segments of that many steps in backward instead of keeping every state: for large
-    ``nr_cells``, where the ``N x N`` link matrices dominate memory) and ``controller_init``:
-    ``'memoryless'`` (the default: the controller starts with zero recurrent weights and a
-    forgetting cell, so the network learns to store in its memory; see
-    :func:`memfn.controllers.controller`) or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc),
-    and ``api``: the pytorch-dnc release whose hidden-state layout the module speaks, ``'1.1'`` or
-    ``'2.0'`` (default: ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is passed, whatever
-    its value, else ``'1.1'``; see :mod:`memfn.compat`).
+    The positional arguments are ``dnc.DNC``'s (pytorch-dnc 1.1.0), in its order; the rest are
+    keyword-only. ``forward(input, hx=(None, None, None), reset_experience=False,
+    pass_through_memory=True)`` is :meth:`memfn.MemoryNetwork.forward`.
 
-    >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
-    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
-    >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(rv.shape)
-    ((2, 5, 8), (2, 1, 4, 4), (2, 6))
+    Args:
+        input_size: features of each input step.
+        hidden_size: units of each controller layer (H).
+        rnn_type: the controller: ``'lstm'``, ``'gru'`` or ``'rnn'``.
+        num_layers: stacked (controller, memory) layers; layer ``l > 0`` reads layer ``l - 1``'s output.
+        num_hidden_layers: recurrent layers inside each controller.
+        bias: whether the controllers have biases.
+        batch_first: input and output ``(B, T, features)`` if True, else ``(T, B, features)``.
+        dropout: controller dropout between its hidden layers (training only).
+        bidirectional: must be False (``NotImplementedError``; pytorch-dnc ignores it).
+        nr_cells: memory cells (N).
+        read_heads: read heads (R).
+        cell_size: width of a cell (W).
+        nonlinearity: ``'tanh'`` or ``'relu'``, for ``rnn_type='rnn'``.
+        gpu_id: CUDA device index, -1 for CPU (pytorch-dnc 1.1.0); CPU with a warning when CUDA is missing.
+        independent_linears: one ``nn.Linear`` per interface field (``interfaces.<l>.<field>_transform``)
+            instead of one for all; the same function either way.
+        share_memory: one memory for all layers (default) or one per layer.
+        debug: ``forward`` also returns the debug dict (see :meth:`~memfn.MemoryNetwork.forward`).
+        clip: controller outputs are clipped to ``[-clip, clip]`` (0 or None: no clipping).
+        device: pytorch-dnc 2.0's spelling of ``gpu_id`` (giving it, even ``None``, selects ``api='2.0'``).
+        share_memory_between_layers: pytorch-dnc 2.0's spelling of ``share_memory`` (selects ``api='2.0'``).
+        output_size: features of each output step (default ``input_size``).
+        compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
+        checkpoint_every: recompute segments of that many steps in backward instead of keeping every
+            state (for large ``nr_cells``, where the memory states dominate).
+        controller_init: ``'memoryless'`` (default: zero recurrent weights and a forgetting cell at
+            first, so the network learns to store in its memory; see :func:`memfn.controllers.controller`)
+            or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc).
+        api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
+            ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
+            else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
+
+    Examples:
+        >>> rnn = DNC(input_size=8, hidden_size=16, nr_cells=4, cell_size=3, read_heads=2)
+        >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+        >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(rv.shape)
+        ((2, 5, 8), (2, 1, 4, 4), (2, 6))
     """
 
     debug_keys = ("memory", "link_matrix", "precedence", "read_weights", "write_weights", "usage_vector")
@@ -470,6 +565,7 @@ class DNC(MemoryNetwork):
         controller_init: str = "memoryless",
         api: str | None = None,
     ) -> None:
+        """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         super().__init__(
             lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads),

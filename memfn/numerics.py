@@ -16,7 +16,12 @@ COSINE_EPS = 1e-6
 
 
 def oneplus(x: Tensor) -> Tensor:
-    """``1 + softplus(x)``: the DNC's map onto strengths in ``[1, inf)``."""
+    """``1 + softplus(x)``: the DNC's map onto strengths in ``[1, inf)``.
+
+    Examples:
+        >>> memfn.oneplus(torch.tensor([-100.0, 0.0]))
+        tensor([1.0000, 1.6931])
+    """
     return 1.0 + F.softplus(x)
 
 
@@ -27,6 +32,11 @@ def cosine_similarity(keys: Tensor, memory: Tensor, eps: float = COSINE_EPS) -> 
 
     ``eps`` sits *inside* the square roots, so both the value and the gradient are finite for
     zero keys and zero rows (putting it only in the denominator leaves ``d sqrt(0)`` infinite).
+
+    Examples:
+        >>> keys, memory = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+        >>> memfn.cosine_similarity(keys, memory).round(decimals=3)
+        tensor([[1., 0.]])
     """
     dot = keys @ memory.transpose(-1, -2)
     key_norm = torch.sqrt((keys * keys).sum(-1) + eps)  # [..., H]
@@ -38,6 +48,10 @@ def weighted_softmax(scores: Tensor, strengths: Tensor) -> Tensor:
     """``softmax(strength * scores)`` over the last axis.
 
     scores ``[..., H, N]``, strengths ``[..., H]`` -> ``[..., H, N]``.
+
+    Examples:
+        >>> memfn.weighted_softmax(torch.tensor([[0.0, 1.0]]), torch.tensor([0.0]))  # strength 0: uniform
+        tensor([[0.5000, 0.5000]])
     """
     return torch.softmax(scores * strengths.unsqueeze(-1), dim=-1)
 
@@ -47,6 +61,10 @@ def exclusive_cumprod(x: Tensor) -> Tensor:
 
     Built by shifting before the product rather than dividing after it, which would be 0/0
     wherever ``x`` has a zero.
+
+    Examples:
+        >>> memfn.exclusive_cumprod(torch.tensor([2.0, 3.0, 0.0, 4.0]))
+        tensor([1., 2., 6., 0.])
     """
     shifted = torch.cat([torch.ones_like(x[..., :1]), x[..., :-1]], dim=-1)
     return torch.cumprod(shifted, dim=-1)

@@ -58,6 +58,20 @@ class SAMState(NamedTuple):
 
     ``P = K`` read slots per head for SAM; ``S = R * P + 1`` write slots (last step's read cells,
     then the least-used cell). Usage is kept as access stamps: ``usage = time - last_access``.
+
+    Attributes:
+        memory: ``[N, W]``, the cells.
+        read_positions: ``[R, P]`` int64, the cells each head read.
+        read_weights: ``[R, P]``, the weights of those reads.
+        write_positions: ``[S]`` int64, the cells of the last write.
+        write_weights: ``[S]``, its weights.
+        last_access: ``[N]`` int64, the step of each cell's last non-negligible access (0: never).
+        time: ``[]`` int64, steps taken.
+
+    Examples:
+        >>> state = memfn.sam(nr_cells=64, cell_size=8, read_heads=2, sparse_reads=4).init()
+        >>> state.read_positions.shape, state.write_positions.shape, memfn.sparse.usage(state).shape
+        (torch.Size([2, 4]), torch.Size([9]), torch.Size([64]))
     """
 
     memory: Tensor  # [N, W]
@@ -70,7 +84,14 @@ class SAMState(NamedTuple):
 
 
 def usage(state: SAMState) -> Tensor:
-    """Steps since each cell's last non-negligible access ``[N]`` (the SAM paper's ``U^(2)``)."""
+    """Steps since each cell's last non-negligible access ``[N]`` (the SAM paper's ``U^(2)``).
+
+    Examples:
+        >>> mem = memfn.sam(nr_cells=64, cell_size=8, read_heads=2, sparse_reads=4)
+        >>> _, state = mem.step(mem.init(), torch.randn(mem.interface_size))
+        >>> memfn.sparse.usage(state).shape, int(state.time)
+        (torch.Size([64]), 1)
+    """
     return state.time.unsqueeze(-1) - state.last_access
 
 
@@ -132,14 +153,28 @@ def sam(
     """A SAM memory of ``nr_cells`` (N) cells of width ``cell_size`` (W), ``read_heads`` (R) heads
     each reading ``sparse_reads`` (K) cells.
 
-    ``knn`` picks the nearest-neighbour backend (``"exact"`` or ``"faiss"``); ``index``,
-    ``num_lists`` and ``index_checks`` configure faiss (see :func:`memfn.knn.knn_config`). The step
-    writes first, then reads from the written memory; ``K * R + 1`` rows change per step.
+    The step writes first, then reads from the written memory; ``K * R + 1`` rows change per step.
 
-    >>> mem = sam(nr_cells=32, cell_size=8, read_heads=2, sparse_reads=4)
-    >>> reads, state = mem.step(mem.init(), torch.zeros(mem.interface_size))
-    >>> tuple(reads.shape), tuple(state.read_positions.shape)
-    ((2, 8), (2, 4))
+    Args:
+        nr_cells: memory cells (N).
+        cell_size: width of a cell (W).
+        read_heads: read heads (R).
+        sparse_reads: cells each head reads (K, the nearest to its key by cosine similarity).
+        knn: the nearest-neighbour backend, ``"exact"`` (``torch.topk``) or ``"faiss"``.
+        index: the faiss index, ``"flat"``, ``"ivf"`` or ``"hnsw"``; ``num_lists`` and
+            ``index_checks`` configure it (see :func:`memfn.knn.knn_config`).
+        num_lists: IVF lists.
+        index_checks: IVF lists probed, or HNSW's efSearch.
+
+    Returns:
+        A :class:`~memfn.memory.Memory` whose state is a :class:`SAMState`; ``step(state, xi)`` with
+            ``xi`` ``[interface_size]`` returns the reads ``[R, W]`` and the new state.
+
+    Examples:
+        >>> mem = sam(nr_cells=32, cell_size=8, read_heads=2, sparse_reads=4)
+        >>> reads, state = mem.step(mem.init(), torch.zeros(mem.interface_size))
+        >>> tuple(reads.shape), tuple(state.read_positions.shape)
+        ((2, 8), (2, 4))
     """
     n, w, r = (positive_int(k, v) for k, v in (("nr_cells", nr_cells), ("cell_size", cell_size),
                                                ("read_heads", read_heads)))  # fmt: skip

@@ -19,7 +19,13 @@ ACCESS_THRESHOLD = 0.005
 
 
 def gather_rows(memory: Tensor, positions: Tensor) -> Tensor:
-    """Rows of ``memory`` ``[N, W]`` at ``positions`` ``[*P]`` -> ``[*P, W]`` (gradients reach only those rows)."""
+    """Rows of ``memory`` ``[N, W]`` at ``positions`` ``[*P]`` -> ``[*P, W]`` (gradients reach only those rows).
+
+    Examples:
+        >>> memfn.sparse_addressing.gather_rows(torch.arange(6.0).reshape(3, 2), torch.tensor([[2, 0]]))
+        tensor([[[4., 5.],
+                 [0., 1.]]])
+    """
     flat = positions.flatten(start_dim=memory.ndim - 2)  # the batch axes stay, the slot axes merge
     index = flat.unsqueeze(-1).expand(*flat.shape, memory.shape[-1])
     return torch.gather(memory, -2, index).reshape(*positions.shape, memory.shape[-1])
@@ -38,7 +44,12 @@ def _sorted(positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def repeated_positions(positions: Tensor) -> Tensor:
-    """``[..., P]`` -> bool ``[..., P]``: true where an earlier slot holds the same position."""
+    """``[..., P]`` -> bool ``[..., P]``: true where an earlier slot holds the same position.
+
+    Examples:
+        >>> memfn.sparse_addressing.repeated_positions(torch.tensor([3, 1, 3]))
+        tensor([False, False,  True])
+    """
     order, _, first = _sorted(positions)
     # The stable sort keeps equal positions in slot order, so a run's first element is its earliest slot.
     return torch.zeros_like(first).scatter(-1, order, ~first)
@@ -49,6 +60,11 @@ def weights_at(query: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
 
     query ``[..., Q]``, positions/weights ``[..., P]`` -> ``[..., Q]``: ``sum_p weights[p] [positions[p] == q]``,
     from a sort of the positions and two binary searches per query: no ``N``-sized buffer.
+
+    Examples:
+        >>> pos, w = torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1])
+        >>> memfn.sparse_addressing.weights_at(torch.tensor([3, 0]), pos, w)
+        tensor([0.3000, 0.0000])
     """
     order, sorted_positions, _ = _sorted(positions)
     cumulative = torch.cumsum(weights.gather(-1, order), -1)
@@ -61,7 +77,12 @@ def weights_at(query: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
 
 
 def coalesced(positions: Tensor, weights: Tensor) -> Tensor:
-    """Weights with every position's total on its first slot and 0 on its repeats (same dense weighting)."""
+    """Weights with every position's total on its first slot and 0 on its repeats (same dense weighting).
+
+    Examples:
+        >>> memfn.sparse_addressing.coalesced(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1]))
+        tensor([0.3000, 0.5000, 0.0000])
+    """
     order, _, first = _sorted(positions)
     run = torch.cumsum(first.to(torch.long), -1) - 1  # run index of each sorted slot
     totals = torch.zeros_like(weights).scatter_add(-1, run, weights.gather(-1, order))
@@ -73,6 +94,10 @@ def top_slots(positions: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tenso
     """Coalesce, then keep the ``k`` largest: ``(positions [..., k], weights [..., k])``.
 
     The kept weights are the coalesced values themselves (differentiable); only the choice is not.
+
+    Examples:
+        >>> memfn.sparse_addressing.top_slots(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.25, 0.1]), k=1)
+        (tensor([3]), tensor([0.3000]))
     """
     total = coalesced(positions, weights)
     kept = torch.topk(total.detach(), k, dim=-1).indices
@@ -86,6 +111,13 @@ def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor, positi
     ``[R, K]`` -> ``[R, K]``, each row a distribution over its *distinct* candidates: a repeated
     position (possible with approximate search) gets weight 0, so no cell is counted twice.
     With ``K = N`` this is the dense content weighting, permuted.
+
+    Examples:
+        >>> memory, keys = torch.eye(4), torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+        >>> pos = memfn.knn.nearest_cells(memory, keys, k=2)  # [1, 2]
+        >>> rows = memfn.sparse_addressing.gather_rows(memory, pos)
+        >>> memfn.sparse_addressing.sparse_content_weights(rows, keys, torch.tensor([20.0]), pos).round(decimals=3)
+        tensor([[1., 0.]])
     """
     scores = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2) * strengths.unsqueeze(-1)  # [R, K]
     # Mask after scaling: masking first would put -inf into the strength's gradient (-inf * 0 = NaN).
@@ -96,6 +128,10 @@ def least_recently_used(last_access: Tensor) -> Tensor:
     """``I^U``: the cell whose last non-negligible access is oldest. ``[N]`` -> ``[]`` int64.
 
     Ties (cells never accessed) go to the lowest index, so fresh cells fill up in order.
+
+    Examples:
+        >>> memfn.sparse_addressing.least_recently_used(torch.tensor([4, 2, 0, 0]))  # cells 2, 3 never accessed
+        tensor(2)
     """
     return torch.argmin(last_access, dim=-1)
 
@@ -113,6 +149,13 @@ def sparse_write_weights(
     cells read last step, then the least-recently-used cell). ``w^r_{t-1}`` is the *mean* over heads
     of the read weightings, so ``w^w`` sums to at most 1 like the DNC's (a sum over heads would
     not; pytorch-dnc multiplied them instead).
+
+    Examples:
+        >>> gamma, alpha = torch.tensor([0.5]), torch.tensor([1.0])
+        >>> pos, w = memfn.sparse_addressing.sparse_write_weights(
+        ...     torch.tensor([[5, 6]]), torch.tensor([[0.5, 0.5]]), torch.tensor(9), gamma, alpha)
+        >>> pos, w
+        (tensor([5, 6, 9]), tensor([0.2500, 0.2500, 0.5000]))
     """
     heads = prev_read_weights.shape[-2]
     positions = torch.cat([prev_read_positions.flatten(-2), least_used.unsqueeze(-1)], -1)
@@ -128,6 +171,13 @@ def sparse_updated_memory(
 
     memory ``[N, W]``, least_used ``[]``, write positions/weights ``[S]``, write_vector ``[W]`` ->
     ``[N, W]``. Only ``S`` rows differ from ``memory`` (the input is not modified).
+
+    Examples:
+        >>> pos, w = torch.tensor([0, 2]), torch.tensor([1.0, 0.5])  # cell 2 is also the least used
+        >>> memfn.sparse_addressing.sparse_updated_memory(torch.ones(3, 2), torch.tensor(2), pos, w, torch.ones(2))
+        tensor([[2.0000, 2.0000],
+                [1.0000, 1.0000],
+                [0.5000, 0.5000]])
     """
     w = memory.shape[-1]
     lru_index = least_used.reshape(*least_used.shape, 1, 1).expand(*least_used.shape, 1, w)
@@ -139,7 +189,13 @@ def sparse_updated_memory(
 
 
 def sparse_read_vectors(rows: Tensor, weights: Tensor) -> Tensor:
-    """``r = sum_k w[k] M[pos_k]``: rows ``[R, P, W]``, weights ``[R, P]`` -> ``[R, W]``."""
+    """``r = sum_k w[k] M[pos_k]``: rows ``[R, P, W]``, weights ``[R, P]`` -> ``[R, W]``.
+
+    Examples:
+        >>> rows = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # 1 head, 2 slots
+        >>> memfn.sparse_addressing.sparse_read_vectors(rows, torch.tensor([[0.25, 0.75]]))
+        tensor([[0.2500, 0.7500]])
+    """
     return (weights.unsqueeze(-1) * rows).sum(-2)
 
 
@@ -151,6 +207,12 @@ def last_access(
     prev_last_access ``[N]`` int64, time ``[]`` int64, positions/weights ``[P]`` (the write and read
     slots of the step) -> ``[N]``. Usage in the paper's sense, steps since the last non-negligible
     access, is ``time - last_access``; keeping stamps means only the touched cells change.
+
+    Examples:
+        >>> stamps = torch.zeros(4, dtype=torch.long)
+        >>> pos, w = torch.tensor([1, 3]), torch.tensor([0.9, 0.001])  # cell 3's weight is negligible
+        >>> memfn.sparse_addressing.last_access(stamps, torch.tensor(7), pos, w)
+        tensor([0, 7, 0, 0])
     """
     total = weights_at(positions, positions, weights.detach())
     previous = prev_last_access.gather(-1, positions)
@@ -163,7 +225,12 @@ def last_access(
 
 
 def dense_weights(positions: Tensor, weights: Tensor, nr_cells: int) -> Tensor:
-    """The dense ``[..., N]`` weighting of a sparse one (for debug views, plots and tests; O(N))."""
+    """The dense ``[..., N]`` weighting of a sparse one (for debug views, plots and tests; O(N)).
+
+    Examples:
+        >>> memfn.sparse_addressing.dense_weights(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1]), nr_cells=4)
+        tensor([0.0000, 0.5000, 0.0000, 0.3000])
+    """
     out = weights.new_zeros(*weights.shape[:-1], nr_cells)
     return out.scatter_add(-1, positions, weights)
 

@@ -107,20 +107,55 @@ class _SparseNetwork(MemoryNetwork):
 class SAM(_SparseNetwork):
     """Sparse Access Memory with pytorch-dnc's ``SAM`` constructor and forward contract.
 
-    ``SAM(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
-    batch_first=True, dropout=0, bidirectional=False, nr_cells=5000, sparse_reads=4, read_heads=4,
-    cell_size=10, nonlinearity='tanh', gpu_id=-1, independent_linears=False, share_memory=True,
-    debug=False, clip=20)`` plus keyword-only ``device``, ``share_memory_between_layers``,
-    ``output_size``, ``compile``, ``checkpoint_every``, ``knn``, ``index``, ``num_lists``,
-    ``index_checks``, ``fast`` and ``controller_init`` (as :class:`memfn.DNC`, but ``'torch'`` by
-    default: without temporal links, SAM orders its reads by content, which needs a controller
-    that counts, and the memoryless start learned copy more slowly here). The hidden memory state
-    is a :class:`memfn.sparse.SAMState`.
+    The positional arguments are ``dnc.SAM``'s (pytorch-dnc 1.1.0), in its order; the rest are
+    keyword-only. The hidden memory state holds the fields of :class:`memfn.sparse.SAMState`;
+    ``forward`` is :meth:`memfn.MemoryNetwork.forward`.
 
-    >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
-    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
-    >>> tuple(out.shape), tuple(mhx["read_positions"].shape), tuple(rv.shape)
-    ((2, 5, 8), (2, 2, 4), (2, 8))
+    Args:
+        input_size: features of each input step.
+        hidden_size: units of each controller layer (H).
+        rnn_type: the controller: ``'lstm'``, ``'gru'`` or ``'rnn'``.
+        num_layers: stacked (controller, memory) layers; layer ``l > 0`` reads layer ``l - 1``'s output.
+        num_hidden_layers: recurrent layers inside each controller.
+        bias: whether the controllers have biases.
+        batch_first: input and output ``(B, T, features)`` if True, else ``(T, B, features)``.
+        dropout: controller dropout between its hidden layers (training only).
+        bidirectional: must be False (``NotImplementedError``; pytorch-dnc ignores it).
+        nr_cells: memory cells (N).
+        sparse_reads: cells each read head reads (K, its nearest by cosine similarity).
+        read_heads: read heads (R).
+        cell_size: width of a cell (W).
+        nonlinearity: ``'tanh'`` or ``'relu'``, for ``rnn_type='rnn'``.
+        gpu_id: CUDA device index, -1 for CPU (pytorch-dnc 1.1.0); CPU with a warning when CUDA is missing.
+        independent_linears: one ``nn.Linear`` per interface field (``interfaces.<l>.<field>_transform``)
+            instead of one for all; the same function either way.
+        share_memory: one memory for all layers (default) or one per layer.
+        debug: ``forward`` also returns the debug dict (see :meth:`~memfn.MemoryNetwork.forward`).
+        clip: controller outputs are clipped to ``[-clip, clip]`` (0 or None: no clipping).
+        device: pytorch-dnc 2.0's spelling of ``gpu_id`` (giving it, even ``None``, selects ``api='2.0'``).
+        share_memory_between_layers: pytorch-dnc 2.0's spelling of ``share_memory`` (selects ``api='2.0'``).
+        output_size: features of each output step (default ``input_size``).
+        compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
+        checkpoint_every: recompute segments of that many steps in backward instead of keeping every
+            state (for large ``nr_cells``, where the memory states dominate).
+        knn: nearest-cell search: ``'exact'`` (``torch.topk``) or ``'faiss'``.
+        index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
+        num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
+        index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
+        fast: run the in-place fast path (``memfn.sparse_fast``) where it applies; it consumes the
+            ``hx`` it is given (keep a copy with :func:`memfn.clone`). False: the pure step.
+        controller_init: ``'torch'`` (default) or ``'memoryless'`` (see :class:`memfn.DNC`): without
+            temporal links SAM orders its reads by content, which needs a controller that counts, and
+            the memoryless start learned copy more slowly here.
+        api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
+            ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
+            else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
+
+    Examples:
+        >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
+        >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+        >>> tuple(out.shape), tuple(mhx["read_positions"].shape), tuple(rv.shape)
+        ((2, 5, 8), (2, 2, 4), (2, 8))
     """
 
     #: pytorch-dnc's ``SAM`` debug keys, in its order.
@@ -162,24 +197,63 @@ class SAM(_SparseNetwork):
         controller_init: str = "torch",
         api: str | None = None,
     ) -> None:
+        """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self._build(sam, locals())
 
 
 class SDNC(_SparseNetwork):
     """Sparse DNC with pytorch-dnc's ``SDNC`` constructor and forward contract.
 
-    ``SDNC(input_size, hidden_size, rnn_type='lstm', num_layers=1, num_hidden_layers=2, bias=True,
-    batch_first=True, dropout=0, bidirectional=False, nr_cells=5000, sparse_reads=4,
-    temporal_reads=4, read_heads=4, cell_size=10, nonlinearity='tanh', gpu_id=-1,
-    independent_linears=False, share_memory=True, debug=False, clip=20)`` plus the keyword-only
-    options of :class:`SAM` (``controller_init='torch'`` by default too: on the task scripts' SDNC copy
-    command the memoryless start learned more slowly). The hidden memory state is a
-    :class:`memfn.sparse_temporal.SDNCState`.
+    The positional arguments are ``dnc.SDNC``'s (pytorch-dnc 1.1.0), in its order; the rest are
+    keyword-only. The hidden memory state holds the fields of
+    :class:`memfn.sparse_temporal.SDNCState`; ``forward`` is
+    :meth:`memfn.MemoryNetwork.forward`.
 
-    >>> rnn = SDNC(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, temporal_reads=2)
-    >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
-    >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(mhx["rev_link_matrix"].shape)
-    ((2, 5, 8), (2, 32, 2), (2, 32, 2))
+    Args:
+        input_size: features of each input step.
+        hidden_size: units of each controller layer (H).
+        rnn_type: the controller: ``'lstm'``, ``'gru'`` or ``'rnn'``.
+        num_layers: stacked (controller, memory) layers; layer ``l > 0`` reads layer ``l - 1``'s output.
+        num_hidden_layers: recurrent layers inside each controller.
+        bias: whether the controllers have biases.
+        batch_first: input and output ``(B, T, features)`` if True, else ``(T, B, features)``.
+        dropout: controller dropout between its hidden layers (training only).
+        bidirectional: must be False (``NotImplementedError``; pytorch-dnc ignores it).
+        nr_cells: memory cells (N).
+        sparse_reads: cells each read head reads (K, its nearest by cosine similarity).
+        temporal_reads: links kept per row of the forward and backward link matrices (L).
+        read_heads: read heads (R).
+        cell_size: width of a cell (W).
+        nonlinearity: ``'tanh'`` or ``'relu'``, for ``rnn_type='rnn'``.
+        gpu_id: CUDA device index, -1 for CPU (pytorch-dnc 1.1.0); CPU with a warning when CUDA is missing.
+        independent_linears: one ``nn.Linear`` per interface field (``interfaces.<l>.<field>_transform``)
+            instead of one for all; the same function either way.
+        share_memory: one memory for all layers (default) or one per layer.
+        debug: ``forward`` also returns the debug dict (see :meth:`~memfn.MemoryNetwork.forward`).
+        clip: controller outputs are clipped to ``[-clip, clip]`` (0 or None: no clipping).
+        device: pytorch-dnc 2.0's spelling of ``gpu_id`` (giving it, even ``None``, selects ``api='2.0'``).
+        share_memory_between_layers: pytorch-dnc 2.0's spelling of ``share_memory`` (selects ``api='2.0'``).
+        output_size: features of each output step (default ``input_size``).
+        compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
+        checkpoint_every: recompute segments of that many steps in backward instead of keeping every
+            state (for large ``nr_cells``, where the memory states dominate).
+        knn: nearest-cell search: ``'exact'`` (``torch.topk``) or ``'faiss'``.
+        index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
+        num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
+        index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
+        fast: run the in-place fast path (``memfn.sparse_fast``) where it applies; it consumes the
+            ``hx`` it is given (keep a copy with :func:`memfn.clone`). False: the pure step.
+        controller_init: ``'torch'`` (default; the memoryless start learned the task scripts' SDNC
+            copy command more slowly) or ``'memoryless'`` (see :class:`memfn.DNC`).
+        api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
+            ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
+            else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
+
+    Examples:
+        >>> rnn = SDNC(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, temporal_reads=2)
+        >>> out, (chx, mhx, rv) = rnn(torch.randn(2, 5, 8))
+        >>> tuple(out.shape), tuple(mhx["link_matrix"].shape), tuple(mhx["rev_link_matrix"].shape)
+        ((2, 5, 8), (2, 32, 2), (2, 32, 2))
     """
 
     #: pytorch-dnc's ``SDNC`` debug keys, in its order, then memfn's link columns.
@@ -223,6 +297,7 @@ class SDNC(_SparseNetwork):
         controller_init: str = "torch",
         api: str | None = None,
     ) -> None:
+        """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self._build(sdnc, locals())
 
 

@@ -49,6 +49,26 @@ class SDNCState(NamedTuple):
     """One example's SDNC state: SAM's fields plus the sparse links and precedence.
 
     Read slots per head ``P = 2L + K`` (backward, forward, content); ``S = R * P + 1`` write slots.
+
+    Attributes:
+        memory: ``[N, W]``, the cells.
+        read_positions: ``[R, P]`` int64, the cells each head read.
+        read_weights: ``[R, P]``, the weights of those reads.
+        write_positions: ``[S]`` int64, the cells of the last write.
+        write_weights: ``[S]``, its weights.
+        last_access: ``[N]`` int64, the step of each cell's last non-negligible access (0: never).
+        time: ``[]`` int64, steps taken.
+        link_matrix: ``[N, L]``, the kept values of each row of the forward links ``L_t``.
+        link_positions: ``[N, L]`` int64, their columns.
+        rev_link_matrix: ``[N, L]``, the kept values of each row of ``L_t^T`` (backward links).
+        rev_link_positions: ``[N, L]`` int64, their columns.
+        precedence: ``[L]``, the kept precedence weights.
+        precedence_positions: ``[L]`` int64, their cells.
+
+    Examples:
+        >>> state = memfn.sdnc(nr_cells=64, cell_size=8, read_heads=2, sparse_reads=4, temporal_reads=2).init()
+        >>> state.read_positions.shape, state.link_matrix.shape  # P = 2 * 2 + 4
+        (torch.Size([2, 8]), torch.Size([64, 2]))
     """
 
     memory: Tensor  # [N, W]
@@ -242,12 +262,28 @@ def sdnc(
     index_checks: int | None = None,
 ) -> Memory:
     """An SDNC memory: SAM with ``temporal_reads`` (L) forward and L backward reads per head
-    through links kept L-sparse per row. Other arguments as :func:`memfn.sam`.
+    through links kept L-sparse per row.
 
-    >>> mem = sdnc(nr_cells=32, cell_size=8, read_heads=2, sparse_reads=4, temporal_reads=2)
-    >>> reads, state = mem.step(mem.init(), torch.zeros(mem.interface_size))
-    >>> tuple(reads.shape), tuple(state.read_positions.shape), tuple(state.link_matrix.shape)
-    ((2, 8), (2, 8), (32, 2))
+    Args:
+        nr_cells: memory cells (N).
+        cell_size: width of a cell (W).
+        read_heads: read heads (R).
+        sparse_reads: cells each head reads by content (K).
+        temporal_reads: links kept per row, and cells read forward and backward per head (L).
+        knn: as :func:`memfn.sam`.
+        index: as :func:`memfn.sam`.
+        num_lists: as :func:`memfn.sam`.
+        index_checks: as :func:`memfn.sam`.
+
+    Returns:
+        A :class:`~memfn.memory.Memory` whose state is an :class:`SDNCState`; ``step(state, xi)``
+            returns the reads ``[R, W]`` and the new state.
+
+    Examples:
+        >>> mem = sdnc(nr_cells=32, cell_size=8, read_heads=2, sparse_reads=4, temporal_reads=2)
+        >>> reads, state = mem.step(mem.init(), torch.zeros(mem.interface_size))
+        >>> tuple(reads.shape), tuple(state.read_positions.shape), tuple(state.link_matrix.shape)
+        ((2, 8), (2, 8), (32, 2))
     """
     n, w, r = (positive_int(k, v) for k, v in (("nr_cells", nr_cells), ("cell_size", cell_size),
                                                ("read_heads", read_heads)))  # fmt: skip
