@@ -21,15 +21,16 @@ touches only the rows it reads or writes (Rae et al. 2016, "efficient backpropag
 
 It gives the pure step's outputs and gradients (tested in float64). It *consumes* the big leaves of
 the state it starts from (memory, link tables; the usage stamps are copied), like JAX buffer
-donation: see
-:func:`donate`. Gradients do not flow into the memory of a previous call (as after
+donation: see :mod:`memfn.donation`. Gradients do not flow into the memory of a previous call (as after
 :func:`memfn.detach`); use the pure path (``fast=False``) to backpropagate through several calls.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import weakref
+import zlib
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -38,14 +39,12 @@ from torch.autograd.function import once_differentiable
 
 from memfn import sparse_addressing as S
 from memfn.ann_index import MaintainedIndex
+from memfn.donation import check_not_consumed, donate, hand_over, storage_of
 from memfn.interface import CONTENT, NUM_READ_MODES, check_interface
 from memfn.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
 from memfn.memory import Memory
 from memfn.sparse import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
 from memfn.sparse_temporal import SDNCState, apply_link_row_updates, temporal_read_slots, temporal_updates
-
-#: Marks a tensor emptied by :func:`donate`, for a clear error if it is passed in again.
-DONATED = "_memfn_donated"
 
 
 class RowTape:
@@ -222,19 +221,6 @@ class FastState(NamedTuple):
     precedence_positions: Tensor  # [B, L] (SDNC) or an empty [B, 0]
 
 
-def donate(tensor: Tensor) -> Tensor:
-    """Take ``tensor``'s storage for an in-place buffer and empty the object passed in, so that using
-    it again fails with a clear message instead of silently reading a memory that has moved on.
-    Tensors that require grad (e.g. a learned initial memory) or are not contiguous are copied."""
-    if tensor.requires_grad or not tensor.is_contiguous():
-        return tensor.detach().clone()
-    buffer = tensor.detach()
-    with torch.no_grad():
-        tensor.set_()
-    setattr(tensor, DONATED, True)
-    return buffer
-
-
 class SparseEngine:
     """One batched SAM/SDNC memory on the fast path, for one forward call.
 
@@ -249,6 +235,7 @@ class SparseEngine:
     ) -> None:
         """``indexes``: faiss indexes that already match ``state.memory`` (from the previous call);
         ``empty``: the memory is known to be all zeros (no O(N) scan to index it)."""
+        check_not_consumed(state, "hx memory")
         self.config = config
         self.sam_size = sum(n for _, n in sam_interface_fields(config.read_heads, config.cell_size))
         self.temporal = isinstance(state, SDNCState)
@@ -376,9 +363,57 @@ class SparseEngine:
             last_access=self.usage.last_access(), time=state.time,
         )  # fmt: skip
         if not self.temporal:
-            return SAMState(**common)
-        link_pos, link_val, rev_pos, rev_val = self.links
-        return SDNCState(
-            **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
-            rev_link_positions=rev_pos, precedence=state.precedence, precedence_positions=state.precedence_positions,
-        )  # fmt: skip
+            final: SAMState | SDNCState = SAMState(**common)
+        else:
+            link_pos, link_val, rev_pos, rev_val = self.links
+            final = SDNCState(
+                **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
+                rev_link_positions=rev_pos, precedence=state.precedence,
+                precedence_positions=state.precedence_positions,
+            )  # fmt: skip
+        hand_over(final)  # the buffers now belong to this state alone
+        return final
+
+
+def memory_checksum(memory: Tensor) -> int:
+    """A checksum of every byte of ``memory``: CRC-32 on the CPU (about 3 GiB/s), a weighted sum of
+    the bytes elsewhere. Catches edits that leave no trace in ``_version`` (through ``.data`` or numpy)."""
+    data = memory.detach().contiguous().reshape(-1).view(torch.uint8)
+    if data.device.type == "cpu":
+        return zlib.crc32(data.numpy())
+    weights = torch.arange(1, data.numel() + 1, device=data.device, dtype=torch.int64) * 2654435761
+    return int((data.to(torch.int64) * weights).sum())
+
+
+class IndexCache:
+    """The faiss indexes a fast-path call leaves for the next call that continues from its state.
+
+    An entry is used only for the very buffer it indexes (the storage object, not an address that a
+    new tensor could land on), with the same layout and unchanged contents (checksum), so an edit
+    through ``.data`` or a state that is not the returned one gets fresh indexes, never stale ones.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Any, tuple, int, list]] = {}
+
+    @staticmethod
+    def _layout(memory: Tensor) -> tuple:
+        return tuple(memory.shape), memory.stride(), memory.storage_offset(), memory.dtype, memory.device
+
+    def put(self, layer: int, memory: Tensor, indexes: list) -> None:
+        storage = storage_of(memory)
+        if storage is not None:
+            self._entries[layer] = (weakref.ref(storage), self._layout(memory), memory_checksum(memory), indexes)
+
+    def take(self, layer: int, memory: Tensor) -> list | None:
+        """The indexes left for ``memory``'s buffer as it is now, or ``None``; the entry is used up."""
+        entry = self._entries.pop(layer, None)
+        if entry is None:
+            return None
+        storage, layout, checksum, indexes = entry
+        if storage() is None or storage() is not storage_of(memory) or layout != self._layout(memory):
+            return None
+        return indexes if memory_checksum(memory) == checksum else None
+
+    def __getitem__(self, layer: int) -> list:
+        return self._entries[layer][3]
