@@ -6,36 +6,38 @@ A public ``step`` (``memfn.dnc(...).step``, ``memfn.sam(...).step``, ``memfn.sdn
 ``memory_cell(...).step``) checks the state it is given (structure, shapes, dtypes; for SAM/SDNC
 also that no fast-path call consumed its buffers) and then runs the step; ``memfn.memory.unchecked``
 gives the step without the check. ``run`` and the shells check once per call and then run the
-unchecked step every time step. Prints microseconds per call for both and the difference, measured
-in this one run (forward only, no gradients, eager).
+unchecked step every time step. Prints the median microseconds per call of both, measured
+in this one run (forward only, no gradients, eager), and what the check alone takes.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import statistics
+import time
 from functools import partial
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_seconds  # noqa: E402
-
-import memfn  # noqa: E402
-from memfn.memory import unchecked  # noqa: E402
+import memfn
+from memfn.memory import unchecked
 
 
-def row(name: str, checked, plain, repeats: int) -> str:
+def row(name: str, checked, plain, check, repeats: int) -> str:
+    """Medians of ``checked()`` and ``plain()`` timed alternately (drift on a shared machine hits both
+    alike), and of ``check()`` alone: the difference of two noisy medians can be off by more than
+    the check itself costs."""
     with torch.no_grad():
-        # Interleave the two a few times: the machine is shared, and drift would bias one side.
-        a, b = [], []
-        for _ in range(3):
-            a.append(median_seconds(checked, repeats))
-            b.append(median_seconds(plain, repeats))
-    with_check, without = min(a) * 1e6, min(b) * 1e6
-    diff = with_check - without
-    return f"| {name} | {with_check:.1f} | {without:.1f} | {diff:+.1f} ({diff / without:+.1%}) |"
+        for fn in (checked, plain, check):
+            fn()
+        times: dict[str, list[float]] = {"checked": [], "plain": [], "check": []}
+        for _ in range(repeats):
+            for key, fn in (("checked", checked), ("plain", plain), ("check", check)):
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+    a, b, c = (statistics.median(times[k]) * 1e6 for k in ("checked", "plain", "check"))
+    return f"| {name} | {a:.1f} | {b:.1f} | {c:.1f} ({c / b:.2%}) |"
 
 
 def main() -> None:
@@ -57,24 +59,25 @@ def main() -> None:
         "sdnc": memfn.sdnc(n, w, r, sparse_reads=4, temporal_reads=2),
     }
     print(f"B={b}, N={n}, W={w}, R={r}, controller LSTM {args.hidden} x 2, {torch.get_num_threads()} thread(s)")
-    print("| call | with check (us) | without (us) | check costs |")
+    print("| call | with check (us) | without (us) | the check alone (us, share of the call) |")
     print("|---|---|---|---|")
     for name, mem in memories.items():
         state = memfn.batch_state(mem.init(), b)
         xi = torch.randn(b, mem.interface_size)
         print(row(f"`{name}(...).step`", partial(mem.step, state, xi), partial(unchecked(mem.step), state, xi),
-                  args.repeats))  # fmt: skip
+                  partial(mem.check, state), args.repeats))  # fmt: skip
     for name, mem in memories.items():
         cell = memfn.memory_cell(memfn.lstm(8 + mem.read_size, args.hidden, num_layers=2), mem, 8, 8)
         params, state = cell.init_params(), memfn.batch_state(cell.init_state(), b)
         x = torch.randn(b, 8)
+        check = partial(cell.check, params, state)
         print(row(f"cell step ({name})", partial(cell.step, params, state, x),
-                  partial(unchecked(cell.step), params, state, x), args.repeats))  # fmt: skip
+                  partial(unchecked(cell.step), params, state, x), check, args.repeats))  # fmt: skip
         step = memfn.batched_step(cell, use_vmap=False)
         bare = partial(step)  # no .cell attribute: run() cannot check
         xs = torch.randn(args.steps, b, 8)
         print(row(f"`run`, {args.steps} steps ({name})", partial(memfn.run, step, params, state, xs),
-                  partial(memfn.run, bare, params, state, xs), max(args.repeats // 10, 5)))  # fmt: skip
+                  partial(memfn.run, bare, params, state, xs), check, max(args.repeats // 10, 5)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -80,33 +80,33 @@ def check_state(state: Any, expected: Any, name: str = "state", batch_shape: tup
     if torch.compiler.is_compiling():
         return
     leaves = _leaves_with_names(state, expected, name)
-    lead = batch_shape
-    first_float = None
-    device = None
+    lead = None if batch_shape is None else torch.Size(batch_shape)
+    float_field = float_dtype = device_field = device = None
     for field, got, want in leaves:
-        extra = got.ndim - want.ndim
+        shape, want_shape = got.shape, want.shape
+        extra = len(shape) - len(want_shape)
         if lead is None and extra >= 0:
-            lead = tuple(got.shape[:extra])
-        if extra < 0 or tuple(got.shape) != (*lead, *want.shape):
-            shown = (*(lead or ()), *want.shape)
+            lead = shape[:extra]
+        if extra < 0 or shape[extra:] != want_shape or shape[:extra] != lead:
+            shown = (*(lead or ()), *want_shape)
             source = f" (batch shape {tuple(lead)} from {leaves[0][0]})" if lead and batch_shape is None else ""
-            raise ValueError(f"{field} has shape {tuple(got.shape)}, expected {shown}{source}")
+            raise ValueError(f"{field} has shape {tuple(shape)}, expected {shown}{source}")
+        dtype = got.dtype
         if want.is_floating_point():
-            if not got.is_floating_point():
-                raise TypeError(f"{field} must have a floating dtype, got {got.dtype}")
-            if first_float is None:
-                first_float = (field, got.dtype)
-            elif got.dtype != first_float[1]:
+            if not dtype.is_floating_point:
+                raise TypeError(f"{field} must have a floating dtype, got {dtype}")
+            if float_dtype is None:
+                float_field, float_dtype = field, dtype
+            elif dtype != float_dtype:
                 raise TypeError(
-                    f"{field} has dtype {got.dtype} but {first_float[0]} has {first_float[1]}: a state has one "
-                    "floating dtype"
+                    f"{field} has dtype {dtype} but {float_field} has {float_dtype}: a state has one floating dtype"
                 )
-        elif got.dtype != want.dtype:
-            raise TypeError(f"{field} must have dtype {want.dtype}, got {got.dtype}")
+        elif dtype != want.dtype:
+            raise TypeError(f"{field} must have dtype {want.dtype}, got {dtype}")
         if device is None:
-            device = (field, got.device)
-        elif got.device != device[1]:
-            raise ValueError(f"{field} is on {got.device} but {device[0]} is on {device[1]}: move the state with .to()")
+            device_field, device = field, got.device
+        elif got.device != device:
+            raise ValueError(f"{field} is on {got.device} but {device_field} is on {device}: move the state with .to()")
 
 
 def check_params(params: Any, expected: dict, dtype: Any = None, device: Any = None) -> None:
