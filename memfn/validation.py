@@ -67,6 +67,23 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
+#: ``id(expected) -> (expected, its treespec, [(path, shape, is floating, dtype)] per leaf)``.
+_SPECS: dict[int, tuple[Any, Any, list[tuple[str, Any, bool, Any]]]] = {}
+
+
+def _spec(expected: Any) -> tuple[Any, list[tuple[str, Any, bool, Any]]]:
+    """``expected``'s treespec and leaf descriptions, built once (a state check runs every call)."""
+    import optree
+
+    cached = _SPECS.get(id(expected))
+    if cached is None or cached[0] is not expected:
+        leaves = _leaves_with_names(expected, expected, "")
+        spec = optree.tree_structure(expected)
+        cached = (expected, spec, [(n, w.shape, w.is_floating_point(), w.dtype) for n, _, w in leaves])
+        _SPECS[id(expected)] = cached
+    return cached[1], cached[2]
+
+
 def check_state(state: Any, expected: Any, name: str = "state", batch_shape: tuple[int, ...] | None = None) -> None:
     """Raise unless ``state`` matches ``expected`` (one example's state) in structure, shapes and dtypes.
 
@@ -75,38 +92,48 @@ def check_state(state: Any, expected: Any, name: str = "state", batch_shape: tup
     one floating dtype, integer leaves ``int64``, and all leaves one device. ``TypeError`` for a
     wrong structure or dtype, ``ValueError`` naming the field, the expected and the received shape.
     """
+    import optree
     import torch
 
     if torch.compiler.is_compiling():
         return
-    leaves = _leaves_with_names(state, expected, name)
+    spec, wanted = _spec(expected)
+    leaves, received = optree.tree_flatten(state)
+    if received != spec:
+        _leaves_with_names(state, expected, name)  # raises, naming where the structure differs
+        raise TypeError(f"{name} must have the structure of {type(expected).__name__}")
     lead = None if batch_shape is None else torch.Size(batch_shape)
     float_field = float_dtype = device_field = device = None
-    for field, got, want in leaves:
-        shape, want_shape = got.shape, want.shape
+    for got, (path, want_shape, want_float, want_dtype) in zip(leaves, wanted):
+        if not isinstance(got, torch.Tensor):
+            raise TypeError(f"{name}{path} must be a tensor, got {type(got).__name__}")
+        shape = got.shape
         extra = len(shape) - len(want_shape)
         if lead is None and extra >= 0:
             lead = shape[:extra]
         if extra < 0 or shape[extra:] != want_shape or shape[:extra] != lead:
             shown = (*(lead or ()), *want_shape)
-            source = f" (batch shape {tuple(lead)} from {leaves[0][0]})" if lead and batch_shape is None else ""
-            raise ValueError(f"{field} has shape {tuple(shape)}, expected {shown}{source}")
+            source = f" (batch shape {tuple(lead)} from {name}{wanted[0][0]})" if lead and batch_shape is None else ""
+            raise ValueError(f"{name}{path} has shape {tuple(shape)}, expected {shown}{source}")
         dtype = got.dtype
-        if want.is_floating_point():
+        if want_float:
             if not dtype.is_floating_point:
-                raise TypeError(f"{field} must have a floating dtype, got {dtype}")
+                raise TypeError(f"{name}{path} must have a floating dtype, got {dtype}")
             if float_dtype is None:
-                float_field, float_dtype = field, dtype
+                float_field, float_dtype = path, dtype
             elif dtype != float_dtype:
                 raise TypeError(
-                    f"{field} has dtype {dtype} but {float_field} has {float_dtype}: a state has one floating dtype"
+                    f"{name}{path} has dtype {dtype} but {name}{float_field} has {float_dtype}: a state has one "
+                    "floating dtype"
                 )
-        elif dtype != want.dtype:
-            raise TypeError(f"{field} must have dtype {want.dtype}, got {dtype}")
+        elif dtype != want_dtype:
+            raise TypeError(f"{name}{path} must have dtype {want_dtype}, got {dtype}")
         if device is None:
-            device_field, device = field, got.device
+            device_field, device = path, got.device
         elif got.device != device:
-            raise ValueError(f"{field} is on {got.device} but {device_field} is on {device}: move the state with .to()")
+            raise ValueError(
+                f"{name}{path} is on {got.device} but {name}{device_field} is on {device}: move the state with .to()"
+            )
 
 
 def check_params(params: Any, expected: dict, dtype: Any = None, device: Any = None) -> None:
