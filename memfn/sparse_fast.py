@@ -381,8 +381,18 @@ def memory_checksum(memory: Tensor) -> int:
     data = memory.detach().contiguous().reshape(-1).view(torch.uint8)
     if data.device.type == "cpu":
         return zlib.crc32(data.numpy())
-    weights = torch.arange(1, data.numel() + 1, device=data.device, dtype=torch.int64) * 2654435761
-    return int((data.to(torch.int64) * weights).sum())
+    return device_checksum(data)
+
+
+def device_checksum(data: Tensor, chunk: int = 1 << 24) -> int:
+    """A position-weighted sum of the bytes ``data`` (wrapping int64), computed where ``data`` lives
+    in chunks (no copy to the host, bounded temporaries): changing or moving any byte changes it."""
+    total = torch.zeros((), dtype=torch.int64, device=data.device)
+    for start in range(0, data.numel(), chunk):
+        part = data[start : start + chunk].to(torch.int64)
+        weights = torch.arange(start + 1, start + 1 + part.numel(), device=data.device, dtype=torch.int64)
+        total += (part * (weights * 2654435761 + 1)).sum()
+    return int(total)
 
 
 class IndexCache:

@@ -16,7 +16,7 @@ import torch
 
 import memfn
 from memfn import DNC, SAM, SDNC
-from memfn.sparse_fast import IndexCache
+from memfn.sparse_fast import IndexCache, device_checksum, memory_checksum
 
 I, H = 4, 8
 SIZES = {
@@ -202,6 +202,25 @@ def test_the_index_cache_never_matches_a_new_tensor_on_a_freed_buffer():
     assert cache.take(0, other) == ["current"]
     cache.put(0, other, ["current"])
     assert cache.take(0, other[:, :10]) is None  # a view of part of it: another layout
+
+
+@pytest.mark.parametrize("checksum", [memory_checksum, lambda t: device_checksum(t.reshape(-1).view(torch.uint8), 100)],
+                         ids=["crc32", "device"])  # fmt: skip
+def test_the_buffer_checksum_sees_any_edit(checksum):
+    memory = torch.randn(2, 30, 4)
+    before = checksum(memory)
+    assert checksum(memory.clone()) == before
+
+    def last_bit(m):  # the smallest edit: one float to the next one up
+        m.data[1, 7, 2] = torch.nextafter(m[1, 7, 2], torch.tensor(float("inf")))
+
+    def swap_rows(m):
+        m.data[0, [3, 4]] = m.data[0, [4, 3]]
+
+    for edit in (last_bit, swap_rows):
+        edited = memory.clone()
+        edit(edited)
+        assert checksum(edited) != before
 
 
 # -- autocast ------------------------------------------------------------------------------------------
