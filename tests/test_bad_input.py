@@ -521,6 +521,36 @@ def test_a_nan_loss_stops_keeps_the_last_checkpoint_and_exits_1(tmp_path, capsys
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 2
 
 
+class _OverflowingGradient(torch.autograd.Function):
+    """The identity, whose gradient is infinite: a finite loss with gradients that overflowed."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.inf
+
+
+def test_overflowing_gradients_stop_before_the_step(tmp_path, capsys, monkeypatch):
+    task = train_module.TASKS["copy"]
+    real = task.loss
+    calls = []
+
+    def loss(self, output, batch):  # the 2nd training step's gradient overflows
+        calls.extend([1] if torch.is_grad_enabled() else [])
+        value = real(self, output, batch)
+        return _OverflowingGradient.apply(value) if len(calls) == 2 and torch.is_grad_enabled() else value
+
+    monkeypatch.setattr(task, "loss", loss)
+    argv = [*SMALL, "-iterations", "4", "-check_freq", "1", "--checkpoint-dir", str(tmp_path)]
+    line = train_error(capsys, argv, status=1)
+    assert "the gradient norm became" in line and "at iteration 2; the checkpoint of iteration 1 is kept" in line
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["iteration"] == 1 and all(v.isfinite().all() for v in ckpt["model"].values())
+
+
 def test_a_failed_save_removes_its_temporary_file(tmp_path, capsys, monkeypatch):
     def full_disk(obj, f, *args, **kwargs):
         f.write(b"partial")

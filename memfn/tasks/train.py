@@ -486,13 +486,17 @@ def train(args: argparse.Namespace) -> dict:
         batch = task.sample(args.batch_size, length, data_gen)
         output, _ = ddp(batch.inputs.to(device), None, reset_experience=True)
         loss = task.loss(output, batch._replace(targets=batch.targets.to(device)))
-        if not torch.isfinite(loss):  # stop before the step: the last checkpoint stays the last good one
+        # Stop before the step (a NaN loss, or gradients that overflowed): the weights, and so the
+        # last checkpoint, stay the last good ones.
+        if not torch.isfinite(loss):
             log.close()
-            kept = f"; the checkpoint of iteration {saved_at} is kept" if saved_at else ""
-            raise TrainingDiverged(f"the loss became {loss.item()} at iteration {it}{kept}; try a lower -lr or -clip")
+            raise TrainingDiverged(f"the loss became {loss.item()} at iteration {it}{_kept(saved_at)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        if not torch.isfinite(norm):
+            log.close()
+            raise TrainingDiverged(f"the gradient norm became {norm.item()} at iteration {it}{_kept(saved_at)}")
         optimizer.step()
         log.step(loss.item())
         if args.curriculum_increment and it % args.curriculum_freq == 0:
@@ -536,6 +540,11 @@ def train(args: argparse.Namespace) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return results
+
+
+def _kept(saved_at: int | None) -> str:
+    kept = f"; the checkpoint of iteration {saved_at} is kept" if saved_at else ""
+    return f"{kept}; try a lower -lr or -clip"
 
 
 def _gather_states(gen: torch.Generator, world: int) -> list[Tensor]:
