@@ -521,6 +521,15 @@ def test_a_nan_loss_stops_keeps_the_last_checkpoint_and_exits_1(tmp_path, capsys
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 2
 
 
+def test_an_allocation_failure_inside_torch_is_one_line(capsys, monkeypatch):
+    def refuse(*args, **kwargs):  # what the CPU allocator raises where memfn cannot size the memory first
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(train_module, "build_optimizer", refuse)
+    line = train_error(capsys, [*SMALL, "-iterations", "1"])
+    assert "the model does not fit in memory: [enforce fail" in line
+
+
 class _OverflowingGradient(torch.autograd.Function):
     """The identity, whose gradient is infinite: a finite loss with gradients that overflowed."""
 

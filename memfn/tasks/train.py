@@ -569,7 +569,9 @@ def run_command(prog: str, command: Callable[[], object]) -> int:
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except MemoryError as exc:  # memfn states its sizes before allocating; torch's own is "" at times
+    except (MemoryError, RuntimeError) as exc:  # memfn states sizes before allocating; torch may not
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
         reason = _one_line(exc) or "out of memory"
         print(f"{prog}: error: the model does not fit in memory: {reason}", file=sys.stderr)
         return 2
@@ -580,6 +582,12 @@ def run_command(prog: str, command: Callable[[], object]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """torch's allocation failures (CPU ``DefaultCPUAllocator``, CUDA ``OutOfMemoryError``)."""
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
 def main(task: str, argv: list[str] | None = None) -> int:
