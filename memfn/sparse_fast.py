@@ -238,6 +238,7 @@ class SparseEngine:
         ``empty``: the memory is known to be all zeros (no O(N) scan to index it)."""
         check_not_consumed(state, "hx memory")
         self.config = config
+        self.empty = empty
         self.sam_size = sum(n for _, n in sam_interface_fields(config.read_heads, config.cell_size))
         self.temporal = isinstance(state, SDNCState)
         self.memory_grad = state.memory.requires_grad
@@ -376,24 +377,57 @@ class SparseEngine:
         return final
 
 
-#: Bytes per CRC-32 chunk: chunks are checksummed in parallel (zlib releases the GIL).
-CHECKSUM_CHUNK = 1 << 24
+#: Bytes per CRC-32 chunk: chunks are checksummed in parallel (zlib releases the GIL), and a call
+#: recomputes only the chunks holding rows it touched.
+CHECKSUM_CHUNK = 1 << 20
+
+
+def _chunks(memory: Tensor) -> np.ndarray:
+    return memory.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def _crc32s(array: np.ndarray, which: list[int]) -> list[int]:
+    """CRC-32s of the chunks ``which`` of ``array``, spread over torch's intra-op threads."""
+    chunks = [array[i * CHECKSUM_CHUNK : (i + 1) * CHECKSUM_CHUNK] for i in which]
+    workers = min(len(chunks), torch.get_num_threads())
+    if workers <= 1:
+        return [zlib.crc32(c) for c in chunks]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(zlib.crc32, chunks))
 
 
 def memory_checksum(memory: Tensor) -> tuple[int, ...] | int:
-    """A checksum of every byte of ``memory``: CRC-32s of 16 MiB chunks on the CPU (2-3 GiB/s per
-    core, chunks spread over torch's intra-op threads), a weighted sum of the bytes elsewhere. Catches
-    edits that leave no trace in ``_version`` (through ``.data`` or numpy)."""
-    data = memory.detach().contiguous().reshape(-1).view(torch.uint8)
-    if data.device.type != "cpu":
-        return device_checksum(data)
-    array = data.numpy()
-    chunks = [array[i : i + CHECKSUM_CHUNK] for i in range(0, len(array), CHECKSUM_CHUNK)]
-    workers = min(len(chunks), torch.get_num_threads())
-    if workers <= 1:
-        return tuple(zlib.crc32(c) for c in chunks)
-    with ThreadPoolExecutor(workers) as pool:
-        return tuple(pool.map(zlib.crc32, chunks))
+    """A checksum of every byte of ``memory``: CRC-32s of 1 MiB chunks on the CPU (2-3 GiB/s per
+    core), a weighted sum of the bytes elsewhere. Catches edits that leave no trace in ``_version``
+    (through ``.data`` or numpy)."""
+    if memory.device.type != "cpu":
+        return device_checksum(memory.detach().contiguous().reshape(-1).view(torch.uint8))
+    array = _chunks(memory)
+    return tuple(_crc32s(array, list(range(-(-len(array) // CHECKSUM_CHUNK)))))
+
+
+def updated_checksum(memory: Tensor, before: tuple[int, ...], rows: list[Tensor]) -> tuple[int, ...]:
+    """:func:`memory_checksum` of ``memory`` ``[B, N, W]`` (contiguous, on the CPU) whose checksum was
+    ``before`` and whose rows changed only at ``rows`` (``[B, ...]`` cell positions): only the chunks
+    holding those rows are read again, so a call over a huge memory does not pay an O(N) pass."""
+    b, n, w = memory.shape
+    row_bytes = w * memory.element_size()
+    touched = torch.cat([p.reshape(b, -1) for p in rows], -1) if rows else memory.new_zeros(b, 0, dtype=torch.long)
+    starts = (touched + torch.arange(b).unsqueeze(-1) * n).reshape(-1) * row_bytes
+    chunks = torch.unique(torch.cat([starts // CHECKSUM_CHUNK, (starts + row_bytes - 1) // CHECKSUM_CHUNK]))
+    which = chunks.tolist()
+    after = list(before)
+    for i, crc in zip(which, _crc32s(_chunks(memory), which)):
+        after[i] = crc
+    return tuple(after)
+
+
+def zero_checksum(memory: Tensor) -> tuple[int, ...]:
+    """:func:`memory_checksum` of an all-zero tensor shaped like ``memory``, without reading it."""
+    size = memory.numel() * memory.element_size()
+    full, rest = divmod(size, CHECKSUM_CHUNK)
+    zero = zlib.crc32(bytes(CHECKSUM_CHUNK)) if full else 0
+    return (zero,) * full + ((zlib.crc32(bytes(rest)),) if rest else ())
 
 
 def device_checksum(data: Tensor, chunk: int = 1 << 24) -> int:
@@ -413,29 +447,46 @@ class IndexCache:
     An entry is used only for the very buffer it indexes (the storage object, not an address that a
     new tensor could land on), with the same layout and unchanged contents (checksum), so an edit
     through ``.data`` or a state that is not the returned one gets fresh indexes, never stale ones.
+    The checksum at the end of a call is the one at its start updated for the rows the call touched.
     """
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[Any, tuple, Any, list]] = {}
+        self._starts: dict[int, tuple[Any, tuple, Any]] = {}  # the checksum of the memory a call started from
 
     @staticmethod
     def _layout(memory: Tensor) -> tuple:
         return tuple(memory.shape), memory.stride(), memory.storage_offset(), memory.dtype, memory.device
 
-    def put(self, layer: int, memory: Tensor, indexes: list) -> None:
+    def put(self, layer: int, memory: Tensor, engine: SparseEngine) -> None:
+        """Keep ``engine``'s indexes for the next call that starts from ``memory`` (its final buffer)."""
         storage = storage_of(memory)
-        if storage is not None:
-            self._entries[layer] = (weakref.ref(storage), self._layout(memory), memory_checksum(memory), indexes)
+        start = self._starts.pop(layer, None)
+        if storage is None or engine.indexes is None:
+            return
+        layout = self._layout(memory)
+        if memory.device.type != "cpu" or not memory.is_contiguous():
+            checksum = memory_checksum(memory)
+        elif start is not None and start[0]() is storage and start[1] == layout:
+            checksum = updated_checksum(memory, start[2], engine.tape.records)
+        elif engine.empty:
+            checksum = updated_checksum(memory, zero_checksum(memory), engine.tape.records)
+        else:
+            checksum = memory_checksum(memory)
+        self._entries[layer] = (weakref.ref(storage), layout, checksum, engine.indexes)
 
     def take(self, layer: int, memory: Tensor) -> list | None:
         """The indexes left for ``memory``'s buffer as it is now, or ``None``; the entry is used up."""
         entry = self._entries.pop(layer, None)
+        self._starts.pop(layer, None)
         if entry is None:
             return None
         storage, layout, checksum, indexes = entry
         if storage() is None or storage() is not storage_of(memory) or layout != self._layout(memory):
             return None
-        return indexes if memory_checksum(memory) == checksum else None
+        now = memory_checksum(memory)
+        self._starts[layer] = (storage, layout, now)
+        return indexes if now == checksum else None
 
     def __getitem__(self, layer: int) -> list:
         return self._entries[layer][3]

@@ -68,7 +68,7 @@ class _SparseNetwork(MemoryNetwork):
         finals = [e.final_state(m) for e, m in zip(engines, ends)]
         for i, (engine, final) in enumerate(zip(engines, finals)):
             if engine.indexes is not None:
-                self._indexes.put(i, final.memory, engine.indexes)
+                self._indexes.put(i, final.memory, engine)
         return ys, state._replace(memory=finals[0] if self.share_memory else tuple(finals))
 
     def _cached_indexes(self, layer: int, state: Any) -> list | None:

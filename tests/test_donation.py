@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import gc
 import io
+from types import SimpleNamespace
 
 import optree
 import pytest
 import torch
 
 import memfn
-from memfn import DNC, SAM, SDNC
+from memfn import DNC, SAM, SDNC, sparse_fast
 from memfn.sparse_fast import IndexCache, device_checksum, memory_checksum
 
 I, H = 4, 8
@@ -158,12 +159,16 @@ def faiss_pair(cls):
 
 
 @sparse_shells
-def test_the_index_cache_is_used_for_an_unchanged_buffer(cls):
+def test_the_index_cache_is_used_for_an_unchanged_buffer(cls, monkeypatch):
+    monkeypatch.setattr(sparse_fast, "CHECKSUM_CHUNK", 40)  # 2.5 rows a chunk: rows straddle chunks
     cached, _ = faiss_pair(cls)
     _, hidden = cached(xs(0, 20))
     indexes = cached._indexes[0]
+    # The checksum kept is the fresh memory's updated for the rows the call touched: a full pass agrees.
+    assert cached._indexes._entries[0][2] == sparse_fast.memory_checksum(hidden[1].memory)
     _, hidden = cached(xs(1), memfn.detach(hidden))
     assert cached._indexes[0] is indexes
+    assert cached._indexes._entries[0][2] == sparse_fast.memory_checksum(hidden[1].memory)
 
 
 @sparse_shells
@@ -189,18 +194,21 @@ def test_the_index_cache_is_not_used_after_an_edit_of_the_buffer(cls, edit):
 
 
 def test_the_index_cache_never_matches_a_new_tensor_on_a_freed_buffer():
+    def engine(name):  # what put() reads from a finished engine
+        return SimpleNamespace(indexes=[name], empty=False, tape=SimpleNamespace(records=[]))
+
     cache = IndexCache()
     size = (2, 4096, 16)  # large blocks come from mmap, so a new one often lands on the same address
     memory = torch.zeros(size)
     address = memory.data_ptr()
-    cache.put(0, memory, ["stale"])
+    cache.put(0, memory, engine("stale"))
     del memory
     gc.collect()
     other = torch.zeros(size)
     assert cache.take(0, other) is None, f"same address: {other.data_ptr() == address}"
-    cache.put(0, other, ["current"])
+    cache.put(0, other, engine("current"))
     assert cache.take(0, other) == ["current"]
-    cache.put(0, other, ["current"])
+    cache.put(0, other, engine("current"))
     assert cache.take(0, other[:, :10]) is None  # a view of part of it: another layout
 
 
