@@ -166,8 +166,19 @@ def _link_op(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
     return _link_kernel(prev_link, prev_precedence, w)
 
 
+def _promoted(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The tensors in their common dtype. Under autocast the write and read weights come in a lower
+    precision than the state (float32 links): the kernels compute in the wider one, and backward
+    hands each input its gradient in its own dtype (autocast does not reach backward)."""
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t.to(dtype) for t in tensors)
+
+
 def _link_kernel(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
     # In-place arithmetic on the one new tensor: at large N this is bound by memory traffic.
+    prev_link, prev_precedence, w = _promoted(prev_link, prev_precedence, w)
     w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
     link = (1.0 - w_i - w_j).mul_(prev_link)
     link.add_(w_i * prev_precedence.unsqueeze(-2))
@@ -177,7 +188,8 @@ def _link_kernel(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tenso
 @_link_op.register_fake
 def _(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
     shape = torch.broadcast_shapes(prev_link.shape, w.unsqueeze(-1).shape, prev_precedence.unsqueeze(-2).shape)
-    return prev_link.new_empty(shape)
+    dtype = torch.promote_types(torch.promote_types(prev_link.dtype, prev_precedence.dtype), w.dtype)
+    return prev_link.new_empty(shape, dtype=dtype)
 
 
 @torch.library.custom_op("memfn::link_matrix_backward", mutates_args=())
@@ -190,6 +202,8 @@ def _link_backward_op(
 def _link_backward_kernel(
     grad: Tensor, prev_link: Tensor, prev_precedence: Tensor, w: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
+    dtypes = prev_link.dtype, prev_precedence.dtype, w.dtype
+    grad, prev_link, prev_precedence, w = _promoted(grad, prev_link, prev_precedence, w)
     g = grad * _off_diagonal(grad)  # the diagonal of L_t is constant
     w_i, w_j = w.unsqueeze(-1), w.unsqueeze(-2)
     d_prev_link = (1.0 - w_i - w_j).mul_(g)
@@ -197,12 +211,16 @@ def _link_backward_kernel(
     # dL[i,j]/dw[k]: -L_prev[k,j] + p[j] through w_i (i = k), -L_prev[i,k] through w_j (j = k).
     d_w = (g @ prev_precedence.unsqueeze(-1)).squeeze(-1) - g_link.sum(-1) - g_link.sum(-2)
     d_precedence = (w_j @ g).squeeze(-2)
-    return d_prev_link, d_precedence, d_w
+    return tuple(t.to(dtype) for t, dtype in zip((d_prev_link, d_precedence, d_w), dtypes))  # type: ignore[return-value]
 
 
 @_link_backward_op.register_fake
 def _(grad: Tensor, prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(grad), grad.new_empty(grad.shape[:-1]), grad.new_empty(grad.shape[:-1])
+    return (
+        grad.new_empty(grad.shape, dtype=prev_link.dtype),
+        grad.new_empty(grad.shape[:-1], dtype=prev_precedence.dtype),
+        grad.new_empty(grad.shape[:-1], dtype=w.dtype),
+    )
 
 
 class _LinkUpdate(torch.autograd.Function):
@@ -273,13 +291,15 @@ def _reads_op(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _reads_kernel(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    link, w = _promoted(link, w)
     return w @ link.transpose(-1, -2), w @ link
 
 
 @_reads_op.register_fake
 def _(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     shape = torch.broadcast_shapes(link.shape[:-2], w.shape[:-2]) + w.shape[-2:]
-    return w.new_empty(shape), w.new_empty(shape)
+    dtype = torch.promote_types(link.dtype, w.dtype)
+    return w.new_empty(shape, dtype=dtype), w.new_empty(shape, dtype=dtype)
 
 
 @torch.library.custom_op("memfn::forward_backward_read_weights_backward", mutates_args=())
@@ -289,16 +309,18 @@ def _reads_backward_op(d_forward: Tensor, d_backward: Tensor, link: Tensor, w: T
 
 def _reads_backward_kernel(d_forward: Tensor, d_backward: Tensor, link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     # f = w L^T: dL += d_f^T w, dw += d_f L.   b = w L: dL += w^T d_b, dw += d_b L^T.
+    link_dtype, w_dtype = link.dtype, w.dtype
+    d_forward, d_backward, link, w = _promoted(d_forward, d_backward, link, w)
     left = torch.cat([d_forward, w], dim=-2).transpose(-1, -2)  # [N, 2R]
     right = torch.cat([w, d_backward], dim=-2)  # [2R, N]
     d_w = d_forward @ link + d_backward @ link.transpose(-1, -2)
-    return left @ right, d_w
+    return (left @ right).to(link_dtype), d_w.to(w_dtype)
 
 
 @_reads_backward_op.register_fake
 def _(d_forward: Tensor, d_backward: Tensor, link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     n = link.shape[-1]
-    return link.new_empty(*d_forward.shape[:-2], n, n), torch.empty_like(d_forward)
+    return link.new_empty(*d_forward.shape[:-2], n, n), d_forward.new_empty(d_forward.shape, dtype=w.dtype)
 
 
 class _DirectionalReads(torch.autograd.Function):

@@ -24,8 +24,8 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from memfn.controllers import Controller, Params
-from memfn.memory import Memory, default_dtype
-from memfn.validation import positive_int
+from memfn.memory import Memory, default_dtype, unchecked
+from memfn.validation import check_params, check_state, floating_dtype_and_device, positive_int
 
 
 class CellState(NamedTuple):
@@ -72,6 +72,9 @@ class Cell(NamedTuple):
     step: Callable[..., tuple[Tensor, CellState]]
     input_size: int
     output_size: int
+    #: ``check(params, state, batch_shape=None)``: raise unless both fit this cell (checked once at
+    #: a boundary: ``step`` itself, :func:`run`, the shells; never inside a compiled graph).
+    check: Callable[..., None] | None = None
 
 
 def _linear_init(out_f: int, in_f: int, generator, dtype, device) -> tuple[Tensor, Tensor]:
@@ -139,8 +142,10 @@ def memory_cell(
             raise ValueError(f"{name}.input_size must be {what} = {expected}, got {ctrl.input_size}")
     features = ctrls[-1].output_size + top_reads
     o_size = features if output_size is None else positive_int("output_size", output_size)
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0):
-        raise ValueError(f"clip must be a number >= 0 or None, got {clip!r}")
+    if clip is not None and (
+        isinstance(clip, bool) or not isinstance(clip, (int, float)) or math.isnan(clip) or clip < 0
+    ):  # NaN would clamp every controller output to NaN
+        raise ValueError(f"clip must be a number >= 0 (0: no clipping) or None, got {clip!r}")
     prefixes = [f"controllers.{l}." for l in range(layers)]
 
     def init_params(generator: torch.Generator | None = None, dtype=None, device=None) -> Params:
@@ -165,6 +170,55 @@ def memory_cell(
             read_vectors=torch.zeros(top_reads, dtype=dtype, device=device),
         )
 
+    # One example's shapes and dtypes, on the meta device (no memory, no random numbers drawn), built
+    # here rather than at the first check, which may run under vmap (no random ops allowed there).
+    expected: dict[str, Any] = {
+        "params": init_params(device="meta"),
+        "controller": tuple(c.init_state(device="meta") for c in ctrls),
+        "reads": torch.empty(top_reads, device="meta"),
+    }
+
+    def check(params: Params, state: CellState, batch_shape: tuple[int, ...] | None = None) -> None:
+        if torch.compiler.is_compiling():
+            return
+        if not isinstance(state, CellState):
+            raise TypeError(f"state must be a CellState (controller, memory, read_vectors), got {type(state).__name__}")
+        reads = state.read_vectors
+        if not isinstance(reads, Tensor) or reads.ndim < 1:
+            raise TypeError(f"state.read_vectors must be a tensor [..., {top_reads}], got {type(reads).__name__}")
+        lead = tuple(reads.shape[:-1]) if batch_shape is None else tuple(batch_shape)
+        check_state(reads, expected["reads"], "state.read_vectors", lead)
+        ectrl = expected["controller"]
+        check_state(state.controller, ectrl[0] if single_ctrl else ectrl, "state.controller", lead)
+        mstates = (state.memory,) if shared else state.memory
+        if not shared and (not isinstance(mstates, (tuple, list)) or len(mstates) != len(mems)):
+            raise TypeError(f"state.memory must be a tuple of {len(mems)} memory states (one per layer)")
+        parts = [("state.controller", state.controller)]
+        for i, (mem, mstate) in enumerate(zip(mems, mstates)):
+            if mem.check is not None:  # (the fast path's engine memories check their own state)
+                name = "state.memory" if shared else f"state.memory[{i}]"
+                mem.check(mstate, lead, name)
+                parts.append((name, mstate))
+        for name, part in parts:  # one floating dtype and one device across the parts
+            dtype, device = floating_dtype_and_device(part)
+            if dtype is not None and dtype != reads.dtype:
+                raise TypeError(f"{name} has dtype {dtype} but state.read_vectors has {reads.dtype}: convert one")
+            if device is not None and device != reads.device:
+                raise ValueError(f"{name} is on {device} but state.read_vectors is on {reads.device}: move one")
+        check_params(params, expected["params"], reads.dtype, reads.device)
+
+    def checked_step(
+        params: Params,
+        state: CellState,
+        x: Tensor,
+        training: bool = False,
+        pass_through_memory: bool = True,
+        trace: list | None = None,
+    ) -> tuple[Tensor, CellState]:
+        """The cell's step after checking ``params`` and ``state`` (see :class:`Cell`)."""
+        check(params, state)
+        return step(params, state, x, training, pass_through_memory, trace)
+
     def step(
         params: Params,
         state: CellState,
@@ -187,7 +241,7 @@ def memory_cell(
             m = 0 if shared else l
             if pass_through_memory:
                 xi = F.linear(h, params[f"interfaces.{l}.weight"], params[f"interfaces.{l}.bias"])
-                reads, mstates[m] = mem.step(mstates[m], xi)
+                reads, mstates[m] = unchecked(mem.step)(mstates[m], xi)
                 reads = reads.flatten(-2)
             else:
                 reads = h.new_zeros(*h.shape[:-1], mem.read_size)
@@ -202,17 +256,19 @@ def memory_cell(
         )
         return y, new_state
 
-    return Cell(init_params, init_state, step, i_size, o_size)
+    checked_step.unchecked = step  # type: ignore[attr-defined]
+    return Cell(init_params, init_state, checked_step, i_size, o_size, check)
 
 
 def batch_state(state: Any, batch_size: int) -> Any:
-    """Repeat one example's state pytree along a new leading batch axis of ``batch_size``.
+    """Repeat one example's state pytree along a new leading batch axis of ``batch_size`` (>= 0).
 
     Examples:
         >>> state = memfn.batch_state(memfn.dnc(nr_cells=16, cell_size=8, read_heads=2).init(), 4)
         >>> state.memory.shape, state.link_matrix.shape
         (torch.Size([4, 16, 8]), torch.Size([4, 1, 16, 16]))
     """
+    batch_size = positive_int("batch_size", batch_size, minimum=0)
     return optree.tree_map(lambda t: t.unsqueeze(0).expand(batch_size, *t.shape).clone(), state)
 
 
@@ -234,12 +290,16 @@ def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **
         torch.Size([4, 6])
     """
 
+    one_step = unchecked(cell.step)  # checked once by run(), not every step
+
     def fn(params: Params, state: CellState, x: Tensor, **step_kwargs: Any):
         if not use_vmap:
-            return cell.step(params, state, x, **step_kwargs)
-        return torch.func.vmap(lambda s, xx: cell.step(params, s, xx, **step_kwargs), randomness="different")(state, x)
+            return one_step(params, state, x, **step_kwargs)
+        return torch.func.vmap(lambda s, xx: one_step(params, s, xx, **step_kwargs), randomness="different")(state, x)
 
-    return torch.compile(fn, **compile_kwargs) if compile else fn
+    batched = torch.compile(fn, **compile_kwargs) if compile else fn
+    batched.cell = cell  # type: ignore[attr-defined]  # for run()'s check at the boundary
+    return batched
 
 
 def _where(mask: Tensor, new: Any, old: Any) -> Any:
@@ -278,6 +338,14 @@ def run(
         >>> ys.shape, ys[5:, 2].abs().sum()  # example 2 stops after 3 steps
         (torch.Size([10, 4, 6]), tensor(0.))
     """
+    cell = getattr(step, "cell", None)
+    check_inputs(inputs, cell, lengths)
+    if cell is not None and cell.check is not None:
+        cell.check(params, state, tuple(inputs.shape[1:2]))
+    if inputs.shape[0] == 0:  # no steps: empty outputs and the state as given (as nn.LSTM)
+        if cell is None:
+            raise ValueError("inputs has no time steps (T = 0); run needs a step from batched_step to know its output")
+        return inputs.new_zeros(0, inputs.shape[1], cell.output_size), state
     if not checkpoint_every or not torch.is_grad_enabled():
         return _run_segment(step, params, state, inputs, lengths, 0, step_kwargs)
     k = positive_int("checkpoint_every", checkpoint_every)
@@ -289,6 +357,20 @@ def run(
         )  # fmt: skip
         outputs.append(ys)
     return torch.cat(outputs), state
+
+
+def check_inputs(inputs: Any, cell: Cell | None, lengths: Tensor | None = None) -> None:
+    """Raise unless ``inputs`` is a floating ``[T, B, input_size]`` tensor (and ``lengths`` ``[B]``)."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a tensor [T, B, input_size], got {type(inputs).__name__}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must have a floating dtype, got {inputs.dtype}")
+    size = "input_size" if cell is None else f"input_size={cell.input_size}"
+    if inputs.ndim != 3 or (cell is not None and inputs.shape[-1] != cell.input_size):
+        raise ValueError(f"inputs must have shape [T, B, {size}], got {tuple(inputs.shape)}")
+    if lengths is not None and (not isinstance(lengths, Tensor) or tuple(lengths.shape) != tuple(inputs.shape[1:2])):
+        shape = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ValueError(f"lengths must be a tensor [B] = [{inputs.shape[1]}], got {shape}")
 
 
 def _run_segment(step, params, state, inputs, lengths, offset: int, step_kwargs: dict) -> tuple[Tensor, Any]:

@@ -15,7 +15,7 @@ from memfn.interface import (
     interface_field_sizes,
     split_dnc_interface,
 )
-from memfn.memory import Memory, default_dtype, ensure_fits
+from memfn.memory import Memory, checked_memory, default_dtype, ensure_fits
 from memfn.validation import positive_int
 
 
@@ -140,4 +140,4 @@ def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
         return read(state, io.read_keys, io.read_strengths, io.read_modes)
 
     fields = tuple(zip(DNCInterface._fields, interface_field_sizes(r, w)))
-    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields)
+    return checked_memory(init, step, size, r * w, fields)

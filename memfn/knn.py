@@ -135,6 +135,8 @@ def _faiss_op(memory: Tensor, keys: Tensor, k: int, index: str, num_lists: int, 
     faiss = _require_faiss()
     lead = memory.shape[:-2]
     n, w = memory.shape[-2:]
+    if memory.numel() == 0:  # an empty batch: nothing to search
+        return torch.empty(*lead, keys.shape[-2], k, dtype=torch.long, device=memory.device)
     rows = searchable_rows(memory.reshape(-1, n, w))
     queries = keys.reshape(rows.shape[0], -1, w).to("cpu", torch.float32).contiguous().numpy()
     out = np.empty((rows.shape[0], queries.shape[1], k), dtype=np.int64)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from memfn.validation import check_same_dtype, check_state
+
 
 class Memory(NamedTuple):
     """A memory: ``init`` builds one example's state, ``step`` advances it by one time step.
@@ -43,6 +45,46 @@ class Memory(NamedTuple):
     read_size: int
     interface_fields: tuple[tuple[str, int], ...] = ()
     config: Any = None
+    #: ``check(state, batch_shape=None, name="state")``: raise unless ``state`` fits this memory
+    #: (structure, shapes, dtypes; see :func:`memfn.validation.check_state`). ``None``: unchecked.
+    check: Callable[..., None] | None = None
+
+
+def checked_memory(
+    init: Callable[..., Any],
+    step: Callable[[Any, Tensor], tuple[Tensor, Any]],
+    interface_size: int,
+    read_size: int,
+    interface_fields: tuple[tuple[str, int], ...] = (),
+    config: Any = None,
+    extra_check: Callable[[Any, str], None] | None = None,
+) -> Memory:
+    """A :class:`Memory` whose public ``step`` checks the state it is given against ``init``'s (one
+    example's state on the meta device, built once), then runs ``step``. ``extra_check(state, name)``
+    adds a memory's own rule (the sparse memories': no consumed buffer)."""
+    expected: list = []
+
+    def check(state: Any, batch_shape: tuple[int, ...] | None = None, name: str = "state") -> None:
+        if not expected:
+            expected.append(init(device="meta"))
+        check_state(state, expected[0], name, batch_shape)
+        if extra_check is not None:
+            extra_check(state, name)
+
+    def checked_step(state: Any, xi: Tensor) -> tuple[Tensor, Any]:
+        check(state)
+        check_same_dtype("xi", xi, state)
+        return step(state, xi)
+
+    checked_step.__doc__ = step.__doc__
+    checked_step.unchecked = step  # type: ignore[attr-defined]
+    return Memory(init, checked_step, interface_size, read_size, interface_fields, config, check)
+
+
+def unchecked(step: Callable) -> Callable:
+    """The step a checked ``step`` wraps (what runs every time step after one check at the boundary);
+    any other function (a user's own, or one replacing a checked step) as it is."""
+    return getattr(step, "unchecked", step)
 
 
 def default_dtype(dtype: torch.dtype | None) -> torch.dtype:

@@ -27,7 +27,7 @@ from memfn.dense import read as dense_read
 from memfn.dense import write as dense_write
 from memfn.interface import DNCInterface
 from memfn.memory import Memory, ensure_fits, zeros
-from memfn.validation import one_of, positive_int, probability
+from memfn.validation import check_module_input, one_of, positive_int, probability
 
 
 def _transforms_active() -> bool:
@@ -282,6 +282,7 @@ class MemoryNetwork(nn.Module):
         layout = "(batch, time, input_size)" if self.batch_first else "(time, batch, input_size)"
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"input must have shape {layout} with input_size={self.input_size}, got {tuple(x.shape)}")
+        check_module_input(x, next(self.parameters()), self.debug, self.batch_first)
 
     def forward(
         self,

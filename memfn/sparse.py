@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from memfn import sparse_addressing as S
+from memfn.donation import check_not_consumed
 from memfn.interface import check_interface
 from memfn.knn import KNNConfig, knn_config, nearest_cells
-from memfn.memory import Memory, default_dtype, ensure_fits, zeros
+from memfn.memory import Memory, checked_memory, default_dtype, ensure_fits, zeros
 from memfn.numerics import oneplus
 from memfn.validation import positive_int
 
@@ -194,7 +195,7 @@ def sam(
         return finish_step(state, positions, weights)
 
     config = SparseConfig(n, w, r, k, 0, search, size)
-    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields, config=config)
+    return checked_memory(init, step, size, r * w, fields, config, check_not_consumed)
 
 
 class SparseConfig(NamedTuple):

@@ -21,15 +21,17 @@ touches only the rows it reads or writes (Rae et al. 2016, "efficient backpropag
 
 It gives the pure step's outputs and gradients (tested in float64). It *consumes* the big leaves of
 the state it starts from (memory, link tables; the usage stamps are copied), like JAX buffer
-donation: see
-:func:`donate`. Gradients do not flow into the memory of a previous call (as after
+donation: see :mod:`memfn.donation`. Gradients do not flow into the memory of a previous call (as after
 :func:`memfn.detach`); use the pure path (``fast=False``) to backpropagate through several calls.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+import weakref
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -38,14 +40,12 @@ from torch.autograd.function import once_differentiable
 
 from memfn import sparse_addressing as S
 from memfn.ann_index import MaintainedIndex
+from memfn.donation import check_not_consumed, donate, hand_over, storage_of
 from memfn.interface import CONTENT, NUM_READ_MODES, check_interface
 from memfn.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
 from memfn.memory import Memory
 from memfn.sparse import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
 from memfn.sparse_temporal import SDNCState, apply_link_row_updates, temporal_read_slots, temporal_updates
-
-#: Marks a tensor emptied by :func:`donate`, for a clear error if it is passed in again.
-DONATED = "_memfn_donated"
 
 
 class RowTape:
@@ -222,19 +222,6 @@ class FastState(NamedTuple):
     precedence_positions: Tensor  # [B, L] (SDNC) or an empty [B, 0]
 
 
-def donate(tensor: Tensor) -> Tensor:
-    """Take ``tensor``'s storage for an in-place buffer and empty the object passed in, so that using
-    it again fails with a clear message instead of silently reading a memory that has moved on.
-    Tensors that require grad (e.g. a learned initial memory) or are not contiguous are copied."""
-    if tensor.requires_grad or not tensor.is_contiguous():
-        return tensor.detach().clone()
-    buffer = tensor.detach()
-    with torch.no_grad():
-        tensor.set_()
-    setattr(tensor, DONATED, True)
-    return buffer
-
-
 class SparseEngine:
     """One batched SAM/SDNC memory on the fast path, for one forward call.
 
@@ -249,7 +236,9 @@ class SparseEngine:
     ) -> None:
         """``indexes``: faiss indexes that already match ``state.memory`` (from the previous call);
         ``empty``: the memory is known to be all zeros (no O(N) scan to index it)."""
+        check_not_consumed(state, "hx memory")
         self.config = config
+        self.empty = empty
         self.sam_size = sum(n for _, n in sam_interface_fields(config.read_heads, config.cell_size))
         self.temporal = isinstance(state, SDNCState)
         self.memory_grad = state.memory.requires_grad
@@ -376,9 +365,128 @@ class SparseEngine:
             last_access=self.usage.last_access(), time=state.time,
         )  # fmt: skip
         if not self.temporal:
-            return SAMState(**common)
-        link_pos, link_val, rev_pos, rev_val = self.links
-        return SDNCState(
-            **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
-            rev_link_positions=rev_pos, precedence=state.precedence, precedence_positions=state.precedence_positions,
-        )  # fmt: skip
+            final: SAMState | SDNCState = SAMState(**common)
+        else:
+            link_pos, link_val, rev_pos, rev_val = self.links
+            final = SDNCState(
+                **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
+                rev_link_positions=rev_pos, precedence=state.precedence,
+                precedence_positions=state.precedence_positions,
+            )  # fmt: skip
+        hand_over(final)  # the buffers now belong to this state alone
+        return final
+
+
+#: Bytes per CRC-32 chunk: chunks are checksummed in parallel (zlib releases the GIL), and a call
+#: recomputes only the chunks holding rows it touched.
+CHECKSUM_CHUNK = 1 << 20
+
+
+def _chunks(memory: Tensor) -> np.ndarray:
+    return memory.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+
+
+def _crc32s(array: np.ndarray, which: list[int]) -> list[int]:
+    """CRC-32s of the chunks ``which`` of ``array``, spread over torch's intra-op threads."""
+    chunks = [array[i * CHECKSUM_CHUNK : (i + 1) * CHECKSUM_CHUNK] for i in which]
+    workers = min(len(chunks), torch.get_num_threads())
+    if workers <= 1:
+        return [zlib.crc32(c) for c in chunks]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(zlib.crc32, chunks))
+
+
+def memory_checksum(memory: Tensor) -> tuple[int, ...] | int:
+    """A checksum of every byte of ``memory``: CRC-32s of 1 MiB chunks on the CPU (2-3 GiB/s per
+    core), a weighted sum of the bytes elsewhere. Catches edits that leave no trace in ``_version``
+    (through ``.data`` or numpy)."""
+    if memory.device.type != "cpu":
+        return device_checksum(memory.detach().contiguous().reshape(-1).view(torch.uint8))
+    array = _chunks(memory)
+    return tuple(_crc32s(array, list(range(-(-len(array) // CHECKSUM_CHUNK)))))
+
+
+def updated_checksum(memory: Tensor, before: tuple[int, ...], rows: list[Tensor]) -> tuple[int, ...]:
+    """:func:`memory_checksum` of ``memory`` ``[B, N, W]`` (contiguous, on the CPU) whose checksum was
+    ``before`` and whose rows changed only at ``rows`` (``[B, ...]`` cell positions): only the chunks
+    holding those rows are read again, so a call over a huge memory does not pay an O(N) pass."""
+    b, n, w = memory.shape
+    row_bytes = w * memory.element_size()
+    touched = torch.cat([p.reshape(b, -1) for p in rows], -1) if rows else memory.new_zeros(b, 0, dtype=torch.long)
+    starts = (touched + torch.arange(b).unsqueeze(-1) * n).reshape(-1) * row_bytes
+    chunks = torch.unique(torch.cat([starts // CHECKSUM_CHUNK, (starts + row_bytes - 1) // CHECKSUM_CHUNK]))
+    which = chunks.tolist()
+    after = list(before)
+    for i, crc in zip(which, _crc32s(_chunks(memory), which)):
+        after[i] = crc
+    return tuple(after)
+
+
+def zero_checksum(memory: Tensor) -> tuple[int, ...]:
+    """:func:`memory_checksum` of an all-zero tensor shaped like ``memory``, without reading it."""
+    size = memory.numel() * memory.element_size()
+    full, rest = divmod(size, CHECKSUM_CHUNK)
+    zero = zlib.crc32(bytes(CHECKSUM_CHUNK)) if full else 0
+    return (zero,) * full + ((zlib.crc32(bytes(rest)),) if rest else ())
+
+
+def device_checksum(data: Tensor, chunk: int = 1 << 24) -> int:
+    """A position-weighted sum of the bytes ``data`` (wrapping int64), computed where ``data`` lives
+    in chunks (no copy to the host, bounded temporaries): changing or moving any byte changes it."""
+    total = torch.zeros((), dtype=torch.int64, device=data.device)
+    for start in range(0, data.numel(), chunk):
+        part = data[start : start + chunk].to(torch.int64)
+        weights = torch.arange(start + 1, start + 1 + part.numel(), device=data.device, dtype=torch.int64)
+        total += (part * (weights * 2654435761 + 1)).sum()
+    return int(total)
+
+
+class IndexCache:
+    """The faiss indexes a fast-path call leaves for the next call that continues from its state.
+
+    An entry is used only for the very buffer it indexes (the storage object, not an address that a
+    new tensor could land on), with the same layout and unchanged contents (checksum), so an edit
+    through ``.data`` or a state that is not the returned one gets fresh indexes, never stale ones.
+    The checksum at the end of a call is the one at its start updated for the rows the call touched.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Any, tuple, Any, list]] = {}
+        self._starts: dict[int, tuple[Any, tuple, Any]] = {}  # the checksum of the memory a call started from
+
+    @staticmethod
+    def _layout(memory: Tensor) -> tuple:
+        return tuple(memory.shape), memory.stride(), memory.storage_offset(), memory.dtype, memory.device
+
+    def put(self, layer: int, memory: Tensor, engine: SparseEngine) -> None:
+        """Keep ``engine``'s indexes for the next call that starts from ``memory`` (its final buffer)."""
+        storage = storage_of(memory)
+        start = self._starts.pop(layer, None)
+        if storage is None or engine.indexes is None:
+            return
+        layout = self._layout(memory)
+        if memory.device.type != "cpu" or not memory.is_contiguous():
+            checksum = memory_checksum(memory)
+        elif start is not None and start[0]() is storage and start[1] == layout:
+            checksum = updated_checksum(memory, start[2], engine.tape.records)
+        elif engine.empty:
+            checksum = updated_checksum(memory, zero_checksum(memory), engine.tape.records)
+        else:
+            checksum = memory_checksum(memory)
+        self._entries[layer] = (weakref.ref(storage), layout, checksum, engine.indexes)
+
+    def take(self, layer: int, memory: Tensor) -> list | None:
+        """The indexes left for ``memory``'s buffer as it is now, or ``None``; the entry is used up."""
+        entry = self._entries.pop(layer, None)
+        self._starts.pop(layer, None)
+        if entry is None:
+            return None
+        storage, layout, checksum, indexes = entry
+        if storage() is None or storage() is not storage_of(memory) or layout != self._layout(memory):
+            return None
+        now = memory_checksum(memory)
+        self._starts[layer] = (storage, layout, now)
+        return indexes if now == checksum else None
+
+    def __getitem__(self, layer: int) -> list:
+        return self._entries[layer][3]

@@ -22,7 +22,7 @@ from memfn.compat import NOT_GIVEN
 from memfn.memory import Memory
 from memfn.modules import MemoryNetwork, _transforms_active
 from memfn.sparse import sam, usage
-from memfn.sparse_fast import SparseEngine
+from memfn.sparse_fast import IndexCache, SparseEngine
 from memfn.sparse_temporal import sdnc
 
 #: Constructor arguments that configure the memory itself (the rest go to MemoryNetwork).
@@ -43,7 +43,7 @@ class _SparseNetwork(MemoryNetwork):
         if not isinstance(fast, bool):
             raise ValueError(f"fast must be True or False, got {fast!r}")
         self.fast = fast
-        self._indexes: dict[int, tuple[int, int, list]] = {}  # layer -> (buffer address, version, indexes)
+        self._indexes = IndexCache()  # layer -> the faiss indexes of the memory the last call left
 
     def uses_fast_path(self, lengths: Tensor | None = None) -> bool:
         """Whether a forward call takes the fast path: ``fast=True`` and none of what it cannot do
@@ -52,7 +52,7 @@ class _SparseNetwork(MemoryNetwork):
                 and lengths is None and not _transforms_active())  # fmt: skip
 
     def run_sequence(self, params, state, xs, lengths, kwargs):
-        if not self.uses_fast_path(lengths):
+        if not self.uses_fast_path(lengths) or 0 in xs.shape[:2]:  # T = 0 or B = 0: nothing to take over
             return super().run_sequence(params, state, xs, lengths, kwargs)
         layers = [state.memory] if self.share_memory else list(state.memory)
         engines = [
@@ -69,15 +69,12 @@ class _SparseNetwork(MemoryNetwork):
         finals = [e.final_state(m) for e, m in zip(engines, ends)]
         for i, (engine, final) in enumerate(zip(engines, finals)):
             if engine.indexes is not None:
-                self._indexes[i] = (final.memory.data_ptr(), final.memory._version, engine.indexes)
+                self._indexes.put(i, final.memory, engine)
         return ys, state._replace(memory=finals[0] if self.share_memory else tuple(finals))
 
     def _cached_indexes(self, layer: int, state: Any) -> list | None:
         """The faiss indexes left by the previous call, if ``state`` continues from its memory buffer."""
-        cached = self._indexes.pop(layer, None)
-        if cached and cached[:2] == (state.memory.data_ptr(), state.memory._version):
-            return cached[2]
-        return None
+        return self._indexes.take(layer, state.memory)
 
     def debug_view(self, state: Any) -> dict[str, Tensor]:
         """pytorch-dnc's debug keys for one example (weightings dense over the N cells), then memfn's."""

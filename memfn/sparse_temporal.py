@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from memfn import sparse_addressing as S
+from memfn.donation import check_not_consumed
 from memfn.interface import BACKWARD, CONTENT, FORWARD, NUM_READ_MODES, check_interface
 from memfn.knn import knn_config
-from memfn.memory import Memory, default_dtype, ensure_fits, zeros
+from memfn.memory import Memory, checked_memory, default_dtype, ensure_fits, zeros
 from memfn.sparse import (
     SparseConfig,
     _sparse_reads,
@@ -328,7 +329,7 @@ def sdnc(
         return finish_step(state, positions, weights)
 
     config = SparseConfig(n, w, r, k, links, search, size)
-    return Memory(init=init, step=step, interface_size=size, read_size=r * w, interface_fields=fields, config=config)
+    return checked_memory(init, step, size, r * w, fields, config, check_not_consumed)
 
 
 __all__ = [

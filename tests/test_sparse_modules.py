@@ -307,12 +307,12 @@ def test_the_maintained_faiss_index_is_reused_across_calls_and_searches_sublinea
     pytest.importorskip("faiss")
     rnn = small(SAM, nr_cells=400, knn="faiss", index="ivf")
     _, hidden = rnn(x_of(time=20))
-    indexes = rnn._indexes[0][2]
+    indexes = rnn._indexes[0]
     assert len(indexes) == B and all(i.count > 0 for i in indexes)
     _, hidden = rnn(x_of(time=5), hidden)
-    assert rnn._indexes[0][2] is indexes  # continued, not rebuilt
+    assert rnn._indexes[0] is indexes  # continued, not rebuilt
     _, other = rnn(x_of(time=5))  # a fresh memory gets fresh indexes
-    assert rnn._indexes[0][2] is not indexes
+    assert rnn._indexes[0] is not indexes
 
 
 def test_a_memory_that_cannot_fit_fails_before_allocating():

@@ -31,7 +31,16 @@ from memfn.addressing import aten_decompositions
 from memfn.cell import batched_step
 from memfn.modules import MemoryNetwork
 from memfn.tasks.definitions import TASKS, Batch, Task
-from memfn.tasks.train import UserError, _Parser, build_model, check_args, read_checkpoint, run_command
+from memfn.tasks.train import (
+    UserError,
+    _one_line,
+    _Parser,
+    build_model,
+    check_args,
+    read_checkpoint,
+    run_command,
+    weights_mismatch,
+)
 from memfn.tasks.train import build_parser as build_train_parser
 
 PROG = "infer.py"
@@ -51,25 +60,6 @@ class Loaded(NamedTuple):
     path: Path
     iteration: int | None
     max_length: int  # the longest training sequence reached (curriculum included)
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _mismatch(weights: Any, expected: dict[str, Tensor]) -> str:
-    """Why ``weights`` cannot be loaded into a model whose state dict is ``expected`` ('' if it can)."""
-    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
-        return f"expected a state dict of tensors, got a {type(weights).__name__}"
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-        return f"{len(missing)} missing and {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]!r}"
-    for k, v in expected.items():
-        if weights[k].shape != v.shape:
-            return f"{k} has shape {tuple(weights[k].shape)}, the options give {tuple(v.shape)}"
-    return ""
 
 
 def load(spec: str | Path, cuda: int = -1) -> Loaded:
@@ -92,7 +82,7 @@ def load(spec: str | Path, cuda: int = -1) -> Loaded:
         model = build_model(args)
     except (UserError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint: {path} has unusable options ({_one_line(exc)})") from None
-    mismatch = _mismatch(ckpt["model"], model.state_dict())
+    mismatch = weights_mismatch(ckpt["model"], model.state_dict())
     if mismatch:
         raise UserError(f"checkpoint: {path} holds weights that do not fit the model its options describe ({mismatch})")
     model.load_state_dict(ckpt["model"])

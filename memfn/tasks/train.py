@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pickle
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +44,10 @@ SUMMARY_SEQUENCES = 32
 
 class UserError(Exception):
     """A mistake in the command line or files: reported as one line, exit status 2."""
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite: the run stops (exit status 1) and keeps its last checkpoint."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,7 +94,14 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("knn", default="exact", choices=["exact", "faiss"], help="nearest cells for sam/sdnc: exact top-k or faiss")
     opt("index", default="ivf", choices=["flat", "ivf", "hnsw"], help="faiss index (with --knn faiss)")
     opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
-    opt("resume", default=None, help="resume from a checkpoint file or directory")
+    opt(
+        "resume",
+        default=None,
+        nargs="?",
+        const="",
+        help="resume from a checkpoint file or directory (bare: from --checkpoint-dir)",
+    )
+    opt("overwrite", action="store_true", help="start afresh over the checkpoint in --checkpoint-dir")
     opt("plot-dir", default="plots", help="save PNG plots under this folder, one subfolder per run ('' to disable)")
     opt("plot-keep", type=int, default=20, help="memory heatmaps a run keeps (older ones thinned out)")
     opt(
@@ -104,6 +117,13 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return p
 
 
+def _finite(name: str, value: float, low: float, low_ok: bool = False) -> None:
+    """``UserError`` unless ``value`` is finite and above ``low`` (or equal to it when ``low_ok``)."""
+    if not math.isfinite(value) or value < low or (value == low and not low_ok):
+        bound = f">= {low:g}" if low_ok else f"> {low:g}"
+        raise UserError(f"-{name} must be a finite number {bound}, got {value}")
+
+
 def check_args(args: argparse.Namespace) -> None:
     for name in ("input_size", "nhid", "nlayer", "nhlayer", "batch_size", "mem_size", "mem_slot", "read_heads",
                  "sparse_reads", "temporal_reads", "sequence_max_length", "curriculum_freq", "summarize_freq",
@@ -117,16 +137,67 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--eval-lengths must be <= {limit} for argmax: the model scores that many positions")
     if args.iterations < 0 or args.curriculum_increment < 0:
         raise UserError("-iterations and -curriculum_increment must be >= 0")
-    if not 0 <= args.dropout < 1:
+    if not 0 <= args.dropout < 1:  # also false for NaN
         raise UserError(f"-dropout must be in [0, 1), got {args.dropout}")
-    if args.lr <= 0:
-        raise UserError(f"-lr must be > 0, got {args.lr}")
-    if args.task in ("adding", "argmax") and args.input_size < 2:
-        raise UserError(f"-input_size must be >= 2 for the {args.task} task (numbers + terminator)")
+    _finite("lr", args.lr, 0.0)
+    # clip_grad_norm_ with a norm <= 0 flips or zeroes every gradient.
+    _finite("clip", args.clip, 0.0)
+    if args.stop_at is not None and not math.isfinite(args.stop_at):
+        raise UserError(f"--stop-at must be a finite number, got {args.stop_at}")
+    if args.input_size < 2:  # copy: no bits to copy; adding/argmax: no numbers
+        what = {"copy": "bits + delimiter"}.get(args.task, "numbers + terminator")
+        raise UserError(f"-input_size must be >= 2 for the {args.task} task ({what}), got {args.input_size}")
     if args.memory_type in ("sam", "sdnc"):
         for name in ("sparse_reads",) + (("temporal_reads",) if args.memory_type == "sdnc" else ()):
             if getattr(args, name) > args.mem_slot:
                 raise UserError(f"-{name} must be <= -mem_slot ({args.mem_slot}), got {getattr(args, name)}")
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse output folders that are files (or cannot be made), and a checkpoint that would be
+    overwritten without ``--resume`` or ``--overwrite``; a bare ``--resume`` names ``--checkpoint-dir``."""
+    if args.resume == "":
+        if not args.checkpoint_dir:
+            raise UserError("--resume without a path resumes from --checkpoint-dir, which was not given")
+        args.resume = args.checkpoint_dir
+    for option, folder in (("--checkpoint-dir", args.checkpoint_dir), ("--plot-dir", args.plot_dir)):
+        if not folder:
+            continue
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise UserError(f"{option}: {folder} is a file, not a folder")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{option}: cannot create {folder} ({exc.strerror or type(exc).__name__})") from None
+    if args.checkpoint_dir:
+        remove_stale_temporaries(Path(args.checkpoint_dir))
+        existing = Path(args.checkpoint_dir) / CHECKPOINT_NAME
+        if existing.exists() and not args.resume and not args.overwrite:
+            raise UserError(
+                f"--checkpoint-dir: {existing} exists; pass --resume to continue it or --overwrite to start over"
+            )
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete ``checkpoint.pt.tmp<pid>`` files left by a save that was killed (their process is gone)."""
+    removed = []
+    for tmp in folder.glob(CHECKPOINT_NAME + ".tmp*"):
+        pid = tmp.name[len(CHECKPOINT_NAME) + 4 :]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another run is saving right now
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def build_model(args: argparse.Namespace) -> nn.Module:
@@ -161,23 +232,57 @@ def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind, and a failed
+    write (a full disk) removes its temporary file and is one ``UserError``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a short write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _one_line(exc, 120)
+        raise UserError(f"--checkpoint-dir: cannot write {path} ({reason}); the previous checkpoint is kept") from None
+
+
+def plain_config(args: argparse.Namespace) -> dict:
+    """The options as plain data (what ``torch.load(weights_only=True)`` reads back): no objects."""
+    plain = (str, int, float, bool, type(None))
+    config = {}
+    for key, value in vars(args).items():
+        if isinstance(value, (list, tuple)):
+            value = [v if isinstance(v, plain) else str(v) for v in value]
+        elif not isinstance(value, plain):
+            value = str(value)
+        config[key] = value
+    return config
 
 
 def read_checkpoint(spec: str | Path, what: str = "--resume") -> tuple[Path, dict]:
     """``(path, checkpoint)`` from a checkpoint file or the directory holding one; ``UserError``
-    (its message starting with ``what``) unless it is a readable task checkpoint."""
+    (its message starting with ``what``) unless it is a readable task checkpoint.
+
+    Read with ``weights_only=True``: tensors and plain data only, so a crafted file cannot run code.
+    """
     path = Path(spec)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise UserError(f"{what}: no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _forbidden_global(str(exc))
+        if not found:  # not a pickle at all
+            raise UserError(f"{what}: {path} is not a readable checkpoint (UnpicklingError)") from None
+        # A pickled object: memfn writes tensors and plain data only, so this is foreign (or crafted).
+        raise UserError(
+            f"{what}: {path} refused: it holds Python objects ({found}), not just tensors and plain data "
+            "(memfn checkpoints never do; loading it could run code)"
+        ) from None
     except Exception as exc:  # corrupt or not a torch file
         raise UserError(f"{what}: {path} is not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "model" not in ckpt:
@@ -185,8 +290,40 @@ def read_checkpoint(spec: str | Path, what: str = "--resume") -> tuple[Path, dic
     return path, ckpt
 
 
+def _forbidden_global(message: str) -> str:
+    """The global (``os.system``, a class) that torch's weights-only unpickler refused, or ''."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return found.group(1)
+    return "an unsupported object" if "Unsupported global" in message else ""
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def weights_mismatch(weights: Any, expected: dict[str, Tensor]) -> str:
+    """Why ``weights`` cannot be loaded into a model whose state dict is ``expected`` ('' if it can)."""
+    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
+        return f"expected a state dict of tensors, got a {type(weights).__name__}"
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        return f"{len(missing)} missing and {len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]!r}"
+    for k, v in expected.items():
+        if weights[k].shape != v.shape:
+            return f"{k} has shape {tuple(weights[k].shape)}, the options give {tuple(v.shape)}"
+        if weights[k].dtype != v.dtype:
+            return f"{k} has dtype {weights[k].dtype}, the model's is {v.dtype}"
+    return ""
+
+
 def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
     path, ckpt = read_checkpoint(spec)
+    missing = [k for k in ("optimizer", "rng", "iteration", "max_length") if k not in ckpt]
+    if missing:
+        raise UserError(f"--resume: {path} cannot be resumed: it lacks {', '.join(missing)}")
     # Options added after a checkpoint was written take their defaults; the faiss index only
     # matters with --knn faiss.
     saved = {**OPTION_DEFAULTS, **ckpt["config"]}
@@ -195,6 +332,7 @@ def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
     if diff:
         shown = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise UserError(f"--resume: {path} is incompatible with these options ({shown})")
+    ckpt["path"] = str(path)
     return ckpt
 
 
@@ -206,6 +344,19 @@ def run_folder(args: argparse.Namespace) -> Path:
     else:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{args.task}-{args.memory_type}"
     return Path(args.plot_dir) / name
+
+
+def restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load a checkpoint's weights and optimiser state; ``UserError`` naming what does not fit."""
+    mismatch = weights_mismatch(ckpt["model"], model.state_dict())
+    if mismatch:
+        raise UserError(f"--resume: {ckpt['path']} holds weights that do not fit this model ({mismatch})")
+    model.load_state_dict(ckpt["model"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        reason = _one_line(exc)
+        raise UserError(f"--resume: {ckpt['path']} has an optimizer state that does not fit ({reason})") from None
 
 
 class Logger:
@@ -354,6 +505,7 @@ def train(args: argparse.Namespace) -> dict:
     """Train as the options say; returns the final generalisation results (metric per length)."""
     check_args(args)
     task = TASKS[args.task](args.input_size)
+    check_paths(args)
     ckpt = load_checkpoint(args.resume, args) if args.resume else None  # before anything is written
     rank, world = _distributed()
     torch.set_num_threads(args.threads)
@@ -365,12 +517,15 @@ def train(args: argparse.Namespace) -> dict:
     eval_gen = torch.Generator().manual_seed(10**6 + args.seed)
     start, max_length = 1, args.sequence_max_length
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        data_gen.set_state(ckpt["rng"]["data"][rank] if world == len(ckpt["rng"]["data"]) else ckpt["rng"]["data"][0])
-        eval_gen.set_state(ckpt["rng"]["eval"])
-        start, max_length = ckpt["iteration"] + 1, ckpt["max_length"]
+        restore(ckpt, model, optimizer)
+        try:
+            rng = ckpt["rng"]
+            torch.set_rng_state(rng["torch"])
+            data_gen.set_state(rng["data"][rank] if world == len(rng["data"]) else rng["data"][0])
+            eval_gen.set_state(rng["eval"])
+            start, max_length = int(ckpt["iteration"]) + 1, int(ckpt["max_length"])
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+            raise UserError(f"--resume: {ckpt['path']} has a damaged random state ({_one_line(exc)})") from None
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     log = Logger(args, task, active=rank == 0, start=start - 1)
     if ckpt is not None:
@@ -378,6 +533,7 @@ def train(args: argparse.Namespace) -> dict:
         log.line(f"resumed from iteration {ckpt['iteration']}")
 
     last = (math.nan, math.nan)
+    saved_at = ckpt["iteration"] if ckpt is not None else None
     t0 = time.perf_counter()
     it = start - 1
     reason = "done"
@@ -386,9 +542,17 @@ def train(args: argparse.Namespace) -> dict:
         batch = task.sample(args.batch_size, length, data_gen)
         output, _ = ddp(batch.inputs.to(device), None, reset_experience=True)
         loss = task.loss(output, batch._replace(targets=batch.targets.to(device)))
+        # Stop before the step (a NaN loss, or gradients that overflowed): the weights, and so the
+        # last checkpoint, stay the last good ones.
+        if not torch.isfinite(loss):
+            log.close("stopped: NaN loss")
+            raise TrainingDiverged(f"the loss became {loss.item()} at iteration {it}{_kept(saved_at)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        norm = nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        if not torch.isfinite(norm):
+            log.close("stopped: gradients overflowed")
+            raise TrainingDiverged(f"the gradient norm became {norm.item()} at iteration {it}{_kept(saved_at)}")
         optimizer.step()
         log.step(loss.item())
         if args.curriculum_increment and it % args.curriculum_freq == 0:
@@ -408,11 +572,12 @@ def train(args: argparse.Namespace) -> dict:
         save = it % args.check_freq == 0 or it == args.iterations or stopping
         if args.checkpoint_dir and rank == 0 and save:
             save_checkpoint(Path(args.checkpoint_dir) / CHECKPOINT_NAME, {
-                "config": vars(args), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "config": plain_config(args), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "data": _gather_states(data_gen, world),
                         "eval": eval_gen.get_state()},
                 "iteration": it, "max_length": max_length, "history": log.history,
             })  # fmt: skip
+            saved_at = it
         elif args.checkpoint_dir and world > 1 and save:
             _gather_states(data_gen, world)
         if stopping:
@@ -437,6 +602,11 @@ def train(args: argparse.Namespace) -> dict:
     return results
 
 
+def _kept(saved_at: int | None) -> str:
+    kept = f"; the checkpoint of iteration {saved_at} is kept" if saved_at else ""
+    return f"{kept}; try a lower -lr or -clip"
+
+
 def _gather_states(gen: torch.Generator, world: int) -> list[Tensor]:
     state = gen.get_state()
     if world == 1:
@@ -452,17 +622,32 @@ def _reached(task: Task, metric: float, target: float) -> bool:
 
 
 def run_command(prog: str, command: Callable[[], object]) -> int:
-    """Exit status of ``command()``: 0, or 2 after one ``error:`` line for a :class:`UserError`, or
-    130 on Ctrl-C."""
+    """Exit status of ``command()``: 0; 2 after one ``error:`` line for a :class:`UserError` or a
+    model that does not fit in memory; 1 after one line when training diverged; 130 on Ctrl-C."""
     try:
         command()
     except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:  # memfn states sizes before allocating; torch may not
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
+        reason = _one_line(exc) or "out of memory"
+        print(f"{prog}: error: the model does not fit in memory: {reason}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """torch's allocation failures (CPU ``DefaultCPUAllocator``, CUDA ``OutOfMemoryError``)."""
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
 def main(task: str, argv: list[str] | None = None) -> int:
