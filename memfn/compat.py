@@ -213,7 +213,7 @@ def memory_state(name: str, given: Any, zero: NamedTuple, check: LeafCheck) -> N
 def _memory_states(given: Any, zero: Any, share_memory: bool, num_layers: int, check: LeafCheck) -> Any:
     """The memory part: 1.1.0's dict (shared) or list of dicts, or 2.0's list with one dict per memory."""
     zeros = [zero] if share_memory else list(zero)
-    if isinstance(given, (list, tuple)) and not isinstance(given, type(zeros[0])):
+    if isinstance(given, (list, tuple)) and not hasattr(given, "_fields"):  # a list, not a state NamedTuple
         if len(given) != len(zeros):
             what = "1 memory (share_memory=True)" if share_memory else f"{num_layers} layers (share_memory=False)"
             raise ValueError(f"hx memory must be a list with one dict per memory, {what}, got {describe(given)}")

@@ -147,11 +147,14 @@ HIDDEN_CASES = [
     ("read_vectors wrong width", lambda h: (h[0], h[1], h[2][:, :1]), ValueError, "read_vectors has shape"),
     ("read_vectors wrong batch", lambda h: (h[0], h[1], h[2][:1]), ValueError, "read_vectors has shape"),
     ("read_vectors not a tensor", lambda h: (h[0], h[1], [0.0]), TypeError, "read_vectors must be a tensor"),
-    ("memory a list", lambda h: (h[0], [1, 2], h[2]), TypeError, "memory must be a"),
-    ("memory dict missing keys", lambda h: (h[0], {"memory": h[1].memory}, h[2]), ValueError, "memory is missing keys"),
-    ("memory cells wrong", lambda h: (h[0], h[1]._replace(memory=h[1].memory[:, :-1]), h[2]), ValueError,
+    ("memory a list of two", lambda h: (h[0], [1, 2], h[2]), ValueError, r"one dict per memory, 1 memory"),
+    ("memory a list of a number", lambda h: (h[0], [1], h[2]), TypeError, r"memory\[0\] must be a dict with keys"),
+    ("memory a number", lambda h: (h[0], 1, h[2]), TypeError, r"memory must be a dict with keys"),
+    ("memory dict missing keys", lambda h: (h[0], {"memory": h[1]["memory"]}, h[2]), ValueError,
+     "memory is missing keys"),
+    ("memory cells wrong", lambda h: (h[0], {**h[1], "memory": h[1]["memory"][:, :-1]}, h[2]), ValueError,
      r"memory\['memory'\] has shape"),
-    ("memory a numpy array", lambda h: (h[0], h[1]._replace(memory=h[1].memory.numpy()), h[2]), TypeError,
+    ("memory a numpy array", lambda h: (h[0], {**h[1], "memory": h[1]["memory"].numpy()}, h[2]), TypeError,
      r"memory\['memory'\] must be a tensor"),
 ]  # fmt: skip
 
@@ -167,8 +170,10 @@ def test_bad_hidden_state(cls, what, edit, error, match):
 def test_another_memorys_state_is_refused():
     rnn = shell(DNC)
     _, hidden = shell(SAM)(x)
-    with pytest.raises(TypeError, match="memory must be a DNCState"):
+    with pytest.raises(ValueError, match=r"memory is missing keys \['link_matrix', 'precedence', 'usage_vector'\]"):
         rnn(x, (None, hidden[1], None))
+    with pytest.raises(TypeError, match=r"memory must be a dict with keys \['memory', 'link_matrix'.*got a SAMState"):
+        rnn(x, (None, memfn.SAMState(**hidden[1]), None))
 
 
 @shells

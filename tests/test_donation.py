@@ -39,7 +39,12 @@ def xs(seed: int, time: int = 5):
 
 def with_memory(hidden, edit):
     chx, mhx, rv = hidden
-    return chx, mhx._replace(**{f: edit(getattr(mhx, f)) for f in ("memory",)}), rv
+    return chx, {**mhx, "memory": edit(mhx["memory"])}, rv
+
+
+def _as_state(mhx: dict):
+    """The pure core's NamedTuple of a shell's memory dict (what a user of the pure API passes)."""
+    return (memfn.SDNCState if "link_matrix" in mhx else memfn.SAMState)(**mhx)
 
 
 #: Ways to reach the buffer of a state already passed to (and consumed by) a fast-path call.
@@ -49,7 +54,8 @@ ALIASES = {
     ".data": lambda h: optree.tree_map(lambda t: t.data, h, none_is_leaf=True),
     "a view": lambda h: with_memory(h, lambda m: m[:]),
     "a reshaped view": lambda h: with_memory(h, lambda m: m.view(m.shape)),
-    "a dict of its fields": lambda h: (h[0], dict(zip(h[1]._fields, h[1])), h[2]),
+    "a dict of its fields": lambda h: (h[0], dict(h[1].items()), h[2]),
+    "the state NamedTuple": lambda h: (h[0], _as_state(h[1]), h[2]),
     "torch.Tensor.detach of the memory": lambda h: with_memory(h, torch.Tensor.detach),
 }
 
@@ -94,7 +100,7 @@ def test_a_stale_alias_is_refused_by_the_other_paths_too(cls, path):
             params = dict(rnn.named_parameters())
             torch.func.grad(lambda p: torch.func.functional_call(rnn, p, (xs(1), kept))[0].sum())(params)
         else:
-            rnn.memory_config.step(kept[1], torch.zeros(2, rnn.memory_config.interface_size))
+            rnn.memory_config.step(_as_state(kept[1]), torch.zeros(2, rnn.memory_config.interface_size))
 
 
 @sparse_shells
@@ -129,7 +135,7 @@ def test_a_call_that_bypasses_memory_leaves_its_state_usable(cls):
     _, hidden = rnn(xs(0))
     kept = memfn.clone(hidden)
     _, after = rnn(xs(1), memfn.detach(hidden), pass_through_memory=False)
-    expected, _ = rnn(xs(2), (memfn.clone(after[0]), kept[1], after[2].clone()))  # the memory as it was
+    expected, _ = rnn(xs(2), (memfn.clone(after[0]), kept[1], None))  # the memory as it was (read vectors: None)
     got, _ = rnn(xs(2), after)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
@@ -165,10 +171,10 @@ def test_the_index_cache_is_used_for_an_unchanged_buffer(cls, monkeypatch):
     _, hidden = cached(xs(0, 20))
     indexes = cached._indexes[0]
     # The checksum kept is the fresh memory's updated for the rows the call touched: a full pass agrees.
-    assert cached._indexes._entries[0][2] == sparse_fast.memory_checksum(hidden[1].memory)
+    assert cached._indexes._entries[0][2] == sparse_fast.memory_checksum(hidden[1]["memory"])
     _, hidden = cached(xs(1), memfn.detach(hidden))
     assert cached._indexes[0] is indexes
-    assert cached._indexes._entries[0][2] == sparse_fast.memory_checksum(hidden[1].memory)
+    assert cached._indexes._entries[0][2] == sparse_fast.memory_checksum(hidden[1]["memory"])
 
 
 @sparse_shells
@@ -177,7 +183,7 @@ def test_the_index_cache_is_not_used_after_an_edit_of_the_buffer(cls, edit):
     cached, fresh = faiss_pair(cls)
     _, hidden = cached(xs(0, 20))
     indexes = cached._indexes[0]
-    memory = hidden[1].memory
+    memory = hidden[1]["memory"]
     rows = torch.randn(2, 50, memory.shape[-1], generator=torch.Generator().manual_seed(5))
     if edit == "data":
         memory.data[:, 100:150] = rows
@@ -245,7 +251,7 @@ def test_backward_under_cpu_autocast(cls, fast):
         out, hidden = rnn(xs(0))
         out2, _ = rnn(xs(1), memfn.detach(hidden))
     (out.float().square().sum() + out2.float().sum()).backward()
-    assert out.dtype == torch.bfloat16 and hidden[1].memory.dtype == torch.float32  # the state stays float32
+    assert out.dtype == torch.bfloat16 and hidden[1]["memory"].dtype == torch.float32  # the state stays float32
     for name, p in rnn.named_parameters():
         assert p.grad is not None and p.grad.dtype == torch.float32 and p.grad.isfinite().all(), name
 
