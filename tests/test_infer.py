@@ -116,6 +116,7 @@ def test_export_round_trip_equals_eager(checkpoint, tmp_path, capsys):
             torch.testing.assert_close(step.run(inputs), model(inputs)[0], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # 10-20 s each: CI runs it under -m slow
 @pytest.mark.parametrize("memory", ["sam", "sdnc"])
 def test_sparse_memory_checkpoints_run_and_export(memory, tmp_path, capsys):
     argv = [*SMALL, "-iterations", "2", "-memory_type", memory, "-sparse_reads", "2", "--checkpoint-dir", str(tmp_path)]

@@ -46,7 +46,10 @@ def test_notebook_is_committed_without_outputs(path):
     assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
-@pytest.mark.parametrize("name", NAMES)
+# The training and compile notebooks take 1-3 minutes each: they run under -m slow (CI runs both).
+@pytest.mark.parametrize(
+    "name", [n if n == "property_testing_addressing" else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
+)
 def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     path = NOTEBOOK_DIR / f"{name}.ipynb"
     if not path.exists():

@@ -91,6 +91,8 @@ def test_short_run_logs_plots_and_checkpoints(tmp_path):
     assert ckpt["iteration"] == 3 and {"model", "optimizer", "rng", "max_length"} <= set(ckpt)  # the final model
 
 
+# Subprocess-heavy (10-30 s each): under -m slow, which CI runs too.
+@pytest.mark.slow
 def test_interrupted_then_resumed_run_gives_the_same_losses(tmp_path):
     common = [*SMALL, "-iterations", "30", "-check_freq", "5", "-curriculum_increment", "1", "-curriculum_freq",
               "7", "-dropout", "0.2", "--plot-dir", ""]  # fmt: skip
@@ -140,6 +142,8 @@ def test_user_mistakes_give_one_error_line(argv, message):
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr
 
 
+# Subprocess-heavy (10-30 s each): under -m slow, which CI runs too.
+@pytest.mark.slow
 def test_incompatible_resume_fails_without_overwriting(tmp_path):
     r = run_task("copy", *SMALL, "-iterations", "2", "-check_freq", "2", "--checkpoint-dir", str(tmp_path),
                  "--plot-dir", "")  # fmt: skip
@@ -155,6 +159,8 @@ def test_incompatible_resume_fails_without_overwriting(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+# Subprocess-heavy (10-30 s each): under -m slow, which CI runs too.
+@pytest.mark.slow
 def test_checkpoints_without_the_newer_options_still_resume(tmp_path):
     r = run_task("copy", *SMALL, "-iterations", "2", "--checkpoint-dir", str(tmp_path), "--plot-dir", "")
     assert r.returncode == 0, r.stderr
@@ -197,6 +203,8 @@ SPARSE_COMMANDS = {
 }
 
 
+# Subprocess-heavy (10-30 s each): under -m slow, which CI runs too.
+@pytest.mark.slow
 @pytest.mark.parametrize("task", sorted(SPARSE_COMMANDS))
 def test_sparse_memory_command_lines_run(task, tmp_path):
     argv = SPARSE_COMMANDS[task].split() + ["-iterations", "2", "-summarize_freq", "1", "--quiet"]
@@ -231,6 +239,8 @@ def test_visdom_without_a_server_is_one_message_and_no_crash():
         assert "visdom: no server answers on localhost; continuing without it" in r.stderr
 
 
+# Subprocess-heavy (10-30 s each): under -m slow, which CI runs too.
+@pytest.mark.slow
 def test_torchrun_two_processes_on_cpu(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -381,14 +391,14 @@ def test_each_run_has_its_own_plot_folder_and_keeps_at_most_plot_keep_heatmaps(m
 
     import memfn
 
-    first = _logger(monkeypatch, tmp_path, argv=["--plot-keep", "4"])
+    first = _logger(monkeypatch, tmp_path, argv=["--plot-keep", "3"])
     assert first.plot_dir.parent == tmp_path and re.fullmatch(r"\d{8}-\d{6}-copy-dnc", first.plot_dir.name)
     rnn = memfn.DNC(6, 8, nr_cells=4, cell_size=3, read_heads=1, debug=True)
     debug = rnn(torch.randn(1, 3, 6))[2]
-    for it in range(1, 11):
+    for it in range(1, 6):
         first.summary(it, 1.0 / it, 0.0, debug)
     kept = sorted(p.name for p in first.plot_dir.glob("memory_iter*.png"))
-    assert len(kept) <= 4 and kept[-1] == "memory_iter0000010.png" and kept[0] == "memory_iter0000001.png"
+    assert len(kept) <= 3 and kept[-1] == "memory_iter0000005.png" and kept[0] == "memory_iter0000001.png"
     assert (first.plot_dir / "training_curve.png").is_file()
     assert np.isfinite(first.history["loss"]).all()
     first.close()
