@@ -167,6 +167,7 @@ def test_state_fields_are_dnc_keys_in_dnc_order():
     assert type(as_dict) is dict and tuple(as_dict) == keys and as_dict["memory"] is state.memory
 
 
+@pytest.mark.slow  # 10^4 steps
 def test_long_sequence_stays_finite():
     mem = memfn.dnc(nr_cells=16, cell_size=8, read_heads=2)
     g = torch.Generator().manual_seed(0)

@@ -67,6 +67,7 @@ def test_eager_run_prints_metric_and_throughput(checkpoint, capsys):
     assert float(METRIC.search(out).group(1)) == pytest.approx(expected_metric(checkpoint, 3, 5, 3, 1), abs=1e-5)
 
 
+@pytest.mark.slow  # compiles or exports a whole step (10-15 s): CI runs it under -m slow
 def test_compiled_script_matches_eager(checkpoint, tmp_path):
     out_file = tmp_path / "outputs.pt"
     r = run_script(str(checkpoint.parent), "--batches", "2", "--batch-size", "4", "--length", "5",
@@ -134,6 +135,7 @@ def test_sparse_memory_checkpoints_run_and_export(memory, tmp_path, capsys):
         torch.testing.assert_close(step.run(inputs), loaded.model(inputs)[0], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles or exports a whole step (10-15 s): CI runs it under -m slow
 def test_exported_step_has_no_memfn_ops_and_loads_without_memfn(checkpoint, tmp_path):
     program = export_step(load(checkpoint).model)
     assert "memfn" not in program.graph_module.code
