@@ -356,6 +356,7 @@ needs_stance = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow  # a cold compile of a sparse shell's step takes 50-100 s here; CI runs it under -m slow
 @needs_stance
 @shells
 def test_compiled_equals_eager_and_compiles_once(cls):
