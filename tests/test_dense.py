@@ -132,10 +132,11 @@ def test_fused_directional_reads_equal_the_separate_ones_with_gradients():
 @given(dense_cases(max_steps=4))
 def test_gradcheck_whole_step(case):
     mem, state, xi = case
-    # Allocation sorts usage; a finite-difference nudge across a tie is not a derivative.
-    u = state.usage_vector
-    if (u.unsqueeze(0) - u.unsqueeze(1)).abs().add(torch.eye(len(u), dtype=u.dtype)).min() < 1e-4:
-        return
+    # Allocation sorts this step's usage u_t (the new state's, computed from the previous usage,
+    # write weights and free gates); a finite-difference nudge across a near tie is not a derivative.
+    for u in (state.usage_vector, mem.step(state, xi)[1].usage_vector):
+        if (u.unsqueeze(0) - u.unsqueeze(1)).abs().add(torch.eye(len(u), dtype=u.dtype)).min() < 1e-4:
+            return
 
     # Previous write weights enter usage only as a stop-gradient (by design), so they are held
     # fixed here; every other leaf and xi are checked.
