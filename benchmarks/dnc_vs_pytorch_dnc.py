@@ -215,7 +215,7 @@ def resolve_dnc_python(flag: str | None) -> tuple[str | None, str]:
 
 def mem_available_bytes() -> int | None:
     # Imported here, not at the top: children run by --dnc-python may not have memfn.
-    from memfn.memory import available_bytes
+    from memfn._resources import available_bytes
 
     return available_bytes()
 

@@ -5,7 +5,7 @@
     python benchmarks/knn_recall.py --ivf-lists 0 64 --json out.json
     PYTHONPATH=/tmp/snap python benchmarks/knn_recall.py     # a memfn/ snapshot instead of the installed one
 
-What is compared: ``memfn.knn.nearest_cells(memory, keys, K, knn_config(N))`` (exact: ``torch.topk``
+What is compared: ``memfn.sparse.knn.nearest_cells(memory, keys, K, knn_config(N))`` (exact: ``torch.topk``
 over every cosine score) against the same call with ``knn_config(N, "faiss", index=...,
 num_lists=..., index_checks=...)``: ``flat`` (a sanity row: exact up to ties), ``ivf`` with
 ``--ivf-lists`` lists (0: memfn's default, N // 100) and ``--ivf-checks`` lists probed (0: memfn's
@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dnc_vs_pytorch_dnc import _median_time, _timed  # noqa: E402
 
 import memfn  # noqa: E402
-from memfn.knn import knn_config, nearest_cells  # noqa: E402
 from memfn.numerics import cosine_similarity  # noqa: E402
+from memfn.sparse.knn import knn_config, nearest_cells  # noqa: E402
 
 
 def filled_memories(n: int, args: argparse.Namespace) -> list[tuple[str, torch.Tensor]]:

@@ -8,7 +8,7 @@ A batch of SAM memories (cell_size 32, 4 heads, 4 sparse reads) runs on the fast
 random interface vectors. At each fill level the index the step really used is queried with the
 step's own read keys (R per example: few, so that column is coarse) and with ``--queries`` random
 keys per example, and the K cells it returns are compared with exact
-cosine top-k over the same memory (:func:`memfn.knn.nearest_cells`). "rebuilds" counts the
+cosine top-k over the same memory (:func:`memfn.sparse.knn.nearest_cells`). "rebuilds" counts the
 quantiser retrainings so far (when the indexed rows have doubled, then every time as many rows
 have been rewritten); "search ms" is the mean time of one maintained search per example.
 """
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 import memfn
-from memfn.knn import _fill_missing, nearest_cells
-from memfn.sparse_fast import SparseEngine
+from memfn.sparse._fast import SparseEngine
+from memfn.sparse.knn import _fill_missing, nearest_cells
 
 
 def recall(found: torch.Tensor, exact: torch.Tensor) -> float:

@@ -102,7 +102,7 @@ def run_child(spec: dict) -> dict | None:
 
 
 def dense_fits(cells: int, batch: int, steps: int) -> bool:
-    from memfn.memory import available_bytes
+    from memfn._resources import available_bytes
 
     need = 1.5 * steps * batch * cells * cells * 4  # one N x N link kept per step (+ transients)
     available = available_bytes()

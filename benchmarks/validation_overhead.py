@@ -4,7 +4,7 @@
 
 A public ``step`` (``memfn.dnc(...).step``, ``memfn.sam(...).step``, ``memfn.sdnc(...).step``,
 ``memory_cell(...).step``) checks the state it is given (structure, shapes, dtypes; for SAM/SDNC
-also that no fast-path call consumed its buffers) and then runs the step; ``memfn.memory.unchecked``
+also that no fast-path call consumed its buffers) and then runs the step; ``memfn.unchecked``
 gives the step without the check. ``run`` and the shells check once per call and then run the
 unchecked step every time step. Prints the median microseconds per call of both, measured
 in this one run (forward only, no gradients, eager), and what the check alone takes.
@@ -20,7 +20,7 @@ from functools import partial
 import torch
 
 import memfn
-from memfn.memory import unchecked
+from memfn import unchecked
 
 
 def row(name: str, checked, plain, check, repeats: int) -> str:

@@ -14,14 +14,16 @@ import griffe
 ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|obj):`(~?)([\w.]+)`")
 
 #: Modules rendered whole on a reference page, and single objects rendered elsewhere.
-RENDERED_MODULES = ("addressing", "numerics", "interface", "controllers", "cell", "compat", "sparse_addressing", "knn")
+RENDERED_MODULES = (
+    "addressing", "numerics", "interface", "controllers", "cell", "compat", "sparse.addressing", "sparse.knn",
+)  # fmt: skip
 RENDERED = {
-    "memfn.memory.Memory", "memfn.dense.dnc", "memfn.dense.DNCState", "memfn.sparse.sam", "memfn.sparse.SAMState",
-    "memfn.sparse.usage", "memfn.sparse_temporal.sdnc", "memfn.sparse_temporal.SDNCState", "memfn.modules.DNC",
-    "memfn.modules.MemoryNetwork", "memfn.modules.MemoryView", "memfn.modules.clone", "memfn.modules.detach",
-    "memfn.sparse_modules.SAM", "memfn.sparse_modules.SDNC", "memfn.tasks.infer.load", "memfn.tasks.infer.load_step",
-    "memfn.tasks.infer.save_step", "memfn.tasks.infer.export_step", "memfn.tasks.infer.run_inference",
-    "memfn.tasks.train", "memfn.tasks.infer",
+    "memfn._memory.Memory", "memfn._dnc.dnc", "memfn._dnc.DNCState", "memfn.sparse._sam.sam",
+    "memfn.sparse._sam.SAMState", "memfn.sparse._sam.usage", "memfn.sparse._sdnc.sdnc", "memfn.sparse._sdnc.SDNCState",
+    "memfn.nn._dnc.DNC", "memfn.nn._network.MemoryNetwork", "memfn.nn._views.MemoryView",
+    "memfn.nn._hidden.clone", "memfn.nn._hidden.detach", "memfn.nn._sparse.SAM", "memfn.nn._sparse.SDNC",
+    "memfn.tasks.infer.load", "memfn.tasks.infer.load_step", "memfn.tasks.infer.save_step",
+    "memfn.tasks.infer.export_step", "memfn.tasks.infer.run_inference", "memfn.tasks.train", "memfn.tasks.infer",
 }  # fmt: skip
 
 

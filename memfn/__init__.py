@@ -6,7 +6,11 @@ sparse ones (``sam``, ``sdnc``), controllers, the cell and runner, and the ``nn.
 ``DNC``, ``SAM`` and ``SDNC`` (drop-ins for pytorch-dnc).
 """
 
-from memfn import addressing, knn, numerics, sparse_addressing
+from memfn import addressing, compat, nn, numerics, sparse
+from memfn._dnc import DNCState, dnc
+from memfn._dnc import read as dnc_read
+from memfn._dnc import write as dnc_write
+from memfn._memory import Memory, unchecked
 from memfn.addressing import (
     allocation_weights,
     content_weights,
@@ -23,48 +27,44 @@ from memfn.addressing import (
 )
 from memfn.cell import Cell, CellState, batch_state, batched_step, memory_cell, run
 from memfn.controllers import Controller, LSTMState, RNNState, controller, gru, lstm, rnn
-from memfn.dense import DNCState, dnc
 from memfn.interface import DNCInterface, dnc_interface_size, split_dnc_interface
-from memfn.memory import Memory
-from memfn.modules import DNC, MemoryNetwork, MemoryView, clone, detach
+from memfn.nn import DNC, SAM, SDNC, MemoryNetwork, MemoryView, clone, detach
 from memfn.numerics import cosine_similarity, exclusive_cumprod, oneplus, weighted_softmax
-from memfn.sparse import SAMState, sam
-from memfn.sparse_modules import SAM, SDNC
-from memfn.sparse_temporal import SDNCState, sdnc
+from memfn.sparse import SAMState, SDNCState, sam, sdnc
 
 __version__ = "0.1.0"
 
+#: The public API (pinned by tests/test_public_api.py).
 __all__ = [
-    "DNC",
-    "SAM",
-    "SAMState",
-    "SDNC",
-    "SDNCState",
-    "knn",
-    "sam",
-    "sdnc",
-    "sparse_addressing",
-    "MemoryNetwork",
-    "MemoryView",
-    "clone",
-    "detach",
     "Cell",
     "CellState",
     "Controller",
+    "DNC",
     "DNCInterface",
     "DNCState",
     "LSTMState",
     "Memory",
+    "MemoryNetwork",
+    "MemoryView",
     "RNNState",
+    "SAM",
+    "SAMState",
+    "SDNC",
+    "SDNCState",
     "addressing",
     "allocation_weights",
     "batch_state",
     "batched_step",
+    "clone",
+    "compat",
     "content_weights",
     "controller",
     "cosine_similarity",
+    "detach",
     "directional_read_weights",
     "dnc",
+    "dnc_read",
+    "dnc_write",
     "dnc_interface_size",
     "exclusive_cumprod",
     "forward_backward_read_weights",
@@ -72,6 +72,7 @@ __all__ = [
     "link_matrix",
     "lstm",
     "memory_cell",
+    "nn",
     "numerics",
     "oneplus",
     "precedence",
@@ -80,8 +81,12 @@ __all__ = [
     "retention",
     "rnn",
     "run",
+    "sam",
+    "sdnc",
+    "sparse",
     "split_dnc_interface",
     "updated_memory",
+    "unchecked",
     "usage",
     "weighted_softmax",
     "write_weights",

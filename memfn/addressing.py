@@ -402,3 +402,20 @@ def aten_decompositions() -> dict:
         torch.ops.memfn.link_matrix.default: _link_out_of_place,
         torch.ops.memfn.forward_backward_read_weights.default: _reads_kernel,
     }
+
+
+__all__ = [
+    "ALLOCATION_EPS",
+    "allocation_weights",
+    "content_weights",
+    "directional_read_weights",
+    "forward_backward_read_weights",
+    "link_matrix",
+    "precedence",
+    "read_vectors",
+    "read_weights",
+    "retention",
+    "updated_memory",
+    "usage",
+    "write_weights",
+]

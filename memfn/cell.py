@@ -8,7 +8,7 @@ The cell (flax's ``(carry, x) -> (carry, y)`` idea, written ``(params, state, x)
     r_t, memory_t      = memory.step(memory_{t-1}, xi_t)
     y_t                = W_y [h_t ; r_t] + b_y        (or [h_t ; r_t] itself with no output size)
 
-Any :class:`~memfn.controllers.Controller` and any :class:`~memfn.memory.Memory` plug in.
+Any :class:`~memfn.controllers.Controller` and any :class:`~memfn._memory.Memory` plug in.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor
 
+from memfn._memory import Memory, default_dtype, unchecked
+from memfn._torch import in_functorch_transform
+from memfn._validation import check_params, check_state, floating_dtype_and_device, positive_int
 from memfn.controllers import Controller, Params
-from memfn.memory import Memory, default_dtype, unchecked
-from memfn.validation import check_params, check_state, floating_dtype_and_device, positive_int
 
 
 class CellState(NamedTuple):
@@ -34,7 +35,7 @@ class CellState(NamedTuple):
     Attributes:
         controller: the controller's state (:class:`~memfn.controllers.LSTMState` or
             :class:`~memfn.controllers.RNNState`; a tuple of them, one per layer, for several layers).
-        memory: the memory's state (e.g. :class:`~memfn.dense.DNCState`; a tuple, one per layer,
+        memory: the memory's state (e.g. :class:`~memfn._dnc.DNCState`; a tuple, one per layer,
             when layers do not share a memory).
         read_vectors: ``[R * W]``, the previous step's reads, fed to the controller at this step.
 
@@ -299,7 +300,22 @@ def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **
 
     batched = torch.compile(fn, **compile_kwargs) if compile else fn
     batched.cell = cell  # type: ignore[attr-defined]  # for run()'s check at the boundary
+    batched.compiled = compile  # type: ignore[attr-defined]  # for run()'s first state
     return batched
+
+
+def _compile_ready(state: Any) -> Any:
+    """``state`` with its floating leaves requiring grad, when a compiled step will differentiate it.
+
+    Every state after the first carries autograd history; a fresh (or detached) first state would
+    not, and the compiled step guards on ``requires_grad``: it would compile a second graph, forward
+    and backward, for step 0 alone. (Integer leaves, positions and stamps, cannot require grad;
+    inside ``torch.func`` transforms ``requires_grad_`` is not allowed, nor needed.)"""
+    if not torch.is_grad_enabled() or in_functorch_transform():
+        return state
+    return optree.tree_map(
+        lambda t: t if t.requires_grad or not t.is_floating_point() else t.detach().requires_grad_(), state
+    )
 
 
 def _where(mask: Tensor, new: Any, old: Any) -> Any:
@@ -346,6 +362,8 @@ def run(
         if cell is None:
             raise ValueError("inputs has no time steps (T = 0); run needs a step from batched_step to know its output")
         return inputs.new_zeros(0, inputs.shape[1], cell.output_size), state
+    if getattr(step, "compiled", False):
+        state = _compile_ready(state)
     if not checkpoint_every or not torch.is_grad_enabled():
         return _run_segment(step, params, state, inputs, lengths, 0, step_kwargs)
     k = positive_int("checkpoint_every", checkpoint_every)
@@ -384,3 +402,14 @@ def _run_segment(step, params, state, inputs, lengths, offset: int, step_kwargs:
         state = new_state
         outputs.append(y)
     return torch.stack(outputs), state
+
+
+__all__ = [
+    "Cell",
+    "CellState",
+    "batch_state",
+    "batched_step",
+    "check_inputs",
+    "memory_cell",
+    "run",
+]

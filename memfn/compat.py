@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from memfn._validation import one_of
 from memfn.cell import CellState
 from memfn.controllers import LSTMState, RNNState
-from memfn.validation import one_of
 
 #: The pytorch-dnc releases whose hidden-state layout a shell can speak.
 API_VERSIONS = ("1.1", "2.0")
@@ -284,18 +284,6 @@ def _is_empty_list(mhx: Any) -> bool:
     return type(mhx) in (list, tuple) and all(m is None for m in mhx)
 
 
-def is_fresh_memory(hx: Any, reset_experience: bool) -> bool:
-    """Whether ``hx`` starts from an all-zero memory (nothing to index yet).
-
-    Examples:
-        >>> memfn.compat.is_fresh_memory((None, [], None), False), memfn.compat.is_fresh_memory((None, {}, None), True)
-        (True, True)
-    """
-    if reset_experience or hx is None or not isinstance(hx, (tuple, list)) or len(hx) != 3:
-        return True
-    return hx[1] is None or _is_empty_list(hx[1])
-
-
 # -- debug records ------------------------------------------------------------------------------
 
 
@@ -326,7 +314,6 @@ __all__ = [
     "describe",
     "dnc_api",
     "dnc_hidden",
-    "is_fresh_memory",
     "memory_dict",
     "memory_state",
     "resolve_device",

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from memfn.memory import default_dtype
-from memfn.validation import one_of, positive_int, probability
+from memfn._memory import default_dtype
+from memfn._validation import one_of, positive_int, probability
 
 Params = dict[str, Tensor]
 
@@ -283,3 +283,16 @@ def controller(
     """
     kind = one_of("rnn_type", rnn_type, ("lstm", "gru", "rnn"))
     return _make(kind, input_size, hidden_size, num_layers, bias, dropout, nonlinearity, init)
+
+
+__all__ = [
+    "Controller",
+    "INITS",
+    "LSTMState",
+    "MEMORYLESS_GATE_BIAS",
+    "RNNState",
+    "controller",
+    "gru",
+    "lstm",
+    "rnn",
+]

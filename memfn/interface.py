@@ -108,3 +108,16 @@ def split_dnc_interface(xi: Tensor, read_heads: int, cell_size: int) -> DNCInter
         write_gate=torch.sigmoid(wgate),
         read_modes=torch.softmax(modes.reshape(*lead, r, NUM_READ_MODES), dim=-1),
     )
+
+
+__all__ = [
+    "BACKWARD",
+    "CONTENT",
+    "DNCInterface",
+    "FORWARD",
+    "NUM_READ_MODES",
+    "check_interface",
+    "dnc_interface_size",
+    "interface_field_sizes",
+    "split_dnc_interface",
+]

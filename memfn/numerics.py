@@ -68,3 +68,12 @@ def exclusive_cumprod(x: Tensor) -> Tensor:
     """
     shifted = torch.cat([torch.ones_like(x[..., :1]), x[..., :-1]], dim=-1)
     return torch.cumprod(shifted, dim=-1)
+
+
+__all__ = [
+    "COSINE_EPS",
+    "cosine_similarity",
+    "exclusive_cumprod",
+    "oneplus",
+    "weighted_softmax",
+]

@@ -155,3 +155,14 @@ def thin_plots(folder: str | Path, pattern: str, keep: int) -> list[Path]:
             path.unlink(missing_ok=True)
         files = [f for f in files if f not in drop]
     return files
+
+
+__all__ = [
+    "MAX_CELLS",
+    "METRIC_LABELS",
+    "MemoryViews",
+    "memory_figure",
+    "plot_memory",
+    "plot_training_curve",
+    "thin_plots",
+]

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 import memfn
-from memfn import DNC, SAM, SDNC, sparse_fast
-from memfn.sparse_fast import IndexCache, device_checksum, memory_checksum
+from memfn import DNC, SAM, SDNC
+from memfn.sparse import _fast as sparse_fast
+from memfn.sparse._fast import IndexCache, device_checksum, memory_checksum
 
 I, H = 4, 8
 SIZES = {
@@ -100,7 +101,7 @@ def test_a_stale_alias_is_refused_by_the_other_paths_too(cls, path):
             params = dict(rnn.named_parameters())
             torch.func.grad(lambda p: torch.func.functional_call(rnn, p, (xs(1), kept))[0].sum())(params)
         else:
-            rnn.memory_config.step(_as_state(kept[1]), torch.zeros(2, rnn.memory_config.interface_size))
+            rnn.pure_memory.step(_as_state(kept[1]), torch.zeros(2, rnn.pure_memory.interface_size))
 
 
 @sparse_shells

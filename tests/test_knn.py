@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import memfn
-from memfn.knn import knn_config, nearest_cells
 from memfn.numerics import cosine_similarity
+from memfn.sparse.knn import knn_config, nearest_cells
 
 faiss = pytest.importorskip("faiss")
 
@@ -120,7 +120,7 @@ def test_faiss_gpu_search_runs_on_the_tensor_device():
 
 
 def test_maintained_index_probing_every_list_follows_exact_search_step_by_step():
-    from memfn.sparse_fast import SparseEngine
+    from memfn.sparse._fast import SparseEngine
 
     n, b = 300, 2
     exact_mem = memfn.sam(n, 8, 2, 4)
@@ -141,7 +141,7 @@ def test_maintained_index_probing_every_list_follows_exact_search_step_by_step()
 
 
 def test_maintained_index_drops_zero_rows_and_retrains_as_it_grows():
-    from memfn.ann_index import MaintainedIndex
+    from memfn.sparse._ann_index import MaintainedIndex
 
     index = MaintainedIndex(nr_cells=1000, cell_size=4, num_lists=16, index_checks=16)
     rows = np.random.default_rng(0).standard_normal((1000, 4)).astype("float32")

@@ -23,8 +23,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import memfn
 import memfn.compat
 from memfn import DNC, DNCState
-from memfn.dense import read as dense_read
-from memfn.dense import write as dense_write
+from memfn._dnc import read as dense_read
+from memfn._dnc import write as dense_write
 from memfn.interface import DNCInterface, interface_field_sizes
 
 I, H, N, W, R = 6, 12, 5, 4, 2
@@ -619,7 +619,7 @@ def test_memory_view_forward_is_one_memory_step():
     h = torch.randn(B, H)
     reads, state = rnn.memories[0](h, mhx)
     xi = torch.nn.functional.linear(h, rnn.interfaces[0].weight, rnn.interfaces[0].bias)
-    ref_reads, ref_state = torch.func.vmap(rnn.memory_config.step)(DNCState(**mhx), xi)
+    ref_reads, ref_state = torch.func.vmap(rnn.pure_memory.step)(DNCState(**mhx), xi)
     torch.testing.assert_close(reads, ref_reads)
     assert_trees_close(state, ref_state)
 

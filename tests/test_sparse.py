@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 import memfn
 from memfn import addressing as A
-from memfn import sparse_addressing as S
-from memfn.knn import knn_config, nearest_cells
+from memfn._resources import is_lazy_zeros
+from memfn.sparse import addressing as S
 from memfn.sparse import sam, split_sam_interface, usage
-from memfn.sparse_temporal import sdnc
+from memfn.sparse._sdnc import sdnc
+from memfn.sparse.knn import knn_config, nearest_cells
 
 seeds = st.integers(0, 2**31 - 1)
 
@@ -183,7 +184,7 @@ def test_large_memories_start_lazily_zero_in_every_dtype():
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         state = sam(100_000, 32, 1, 1).init(dtype)
         assert state.memory.dtype == dtype and state.memory.shape == (100_000, 32)
-        assert not state.memory.any() and getattr(state.memory, "memfn_all_zeros", False)
+        assert not state.memory.any() and is_lazy_zeros(state.memory)
 
 
 def test_no_state_leaf_grows_with_n_squared():

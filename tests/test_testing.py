@@ -13,8 +13,8 @@ from hypothesis import given, settings
 
 import memfn
 from memfn import addressing as A
+from memfn import dnc_read as read
 from memfn import testing as T
-from memfn.dense import read
 
 #: Derandomized, no example database: the same examples (and shrunk failures) on every run.
 QUICK = settings(max_examples=15, derandomize=True, database=None, deadline=None)

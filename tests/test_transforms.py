@@ -13,9 +13,9 @@ import torch
 import memfn
 from memfn import addressing as A
 from memfn import numerics as NUM
-from memfn import sparse_addressing as S
-from memfn import sparse_temporal as ST
-from memfn.knn import knn_config, nearest_cells
+from memfn.sparse import _links as ST
+from memfn.sparse import addressing as S
+from memfn.sparse.knn import knn_config, nearest_cells
 
 N, W, R, B = 7, 5, 3, 4
 

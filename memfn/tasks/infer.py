@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from memfn.addressing import aten_decompositions
 from memfn.cell import batched_step
-from memfn.modules import MemoryNetwork
+from memfn.nn import MemoryNetwork
 from memfn.tasks.definitions import TASKS, Batch, Task
 from memfn.tasks.train import (
     UserError,

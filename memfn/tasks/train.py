@@ -26,8 +26,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from memfn.controllers import INITS
-from memfn.modules import DNC
-from memfn.sparse_modules import SAM, SDNC
+from memfn.nn import DNC, SAM, SDNC
 from memfn.tasks.definitions import TASKS, Task
 
 #: Options that decide the model's shape: a checkpoint is only compatible if they match.

@@ -9,7 +9,7 @@ Install with the ``testing`` extra (it pulls in hypothesis; ``import memfn`` nev
 One call
 --------
 :func:`check_memory` runs every property that applies to a memory and reports each one that
-fails with its shrunk example. It takes a :class:`~memfn.memory.Memory` or a factory returning one
+fails with its shrunk example. It takes a :class:`~memfn._memory.Memory` or a factory returning one
 (``memfn.dnc``, ``memfn.sam``, ``memfn.sdnc``, or your own), and draws the factory's size arguments
 (``nr_cells``, ``cell_size``, ``read_heads``, and ``sparse_reads``/``temporal_reads`` if its
 signature names them; pass ``sizes=`` for others)::

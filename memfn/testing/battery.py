@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 from torch import Tensor
 
-from memfn.memory import Memory
+from memfn._memory import Memory
 from memfn.testing.invariants import (
     STATE_INVARIANTS,
     Message,
@@ -401,7 +401,7 @@ def check_memory(
     with its shrunk example.
 
     Args:
-        memory_factory: a :class:`~memfn.memory.Memory`, or a function returning one from size
+        memory_factory: a :class:`~memfn._memory.Memory`, or a function returning one from size
             keyword arguments (``memfn.dnc``, ``memfn.sam``, ``functools.partial(my_memory, ...)``).
         sizes: a strategy of keyword-argument dicts for ``memory_factory`` (default
             :func:`~memfn.testing.sizes_for`: the sizes its signature names, up to 8 cells).

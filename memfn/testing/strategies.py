@@ -16,7 +16,7 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-from memfn.memory import Memory
+from memfn._memory import Memory
 
 #: The dtypes drawn by default: float32 (what training runs) and float64 (what tight checks need).
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
@@ -299,7 +299,7 @@ def memory_cases(
     scale: float = 5.0,
     extremes: Sequence[float] = EXTREMES,
 ) -> MemoryCase:
-    """:class:`MemoryCase` s of ``memory_factory`` (a :class:`~memfn.memory.Memory` or a function
+    """:class:`MemoryCase` s of ``memory_factory`` (a :class:`~memfn._memory.Memory` or a function
     returning one, called with a drawn ``sizes`` dict; default :func:`sizes_for`).
 
     Draws a dtype, a walk of ``min_steps..max_steps`` :func:`interface_vectors`, an adversary and

@@ -8,6 +8,9 @@ import torch
 from torch import Tensor
 
 from memfn import addressing as A
+from memfn._memory import Memory, checked_memory, default_dtype
+from memfn._resources import ensure_fits
+from memfn._validation import positive_int
 from memfn.interface import (
     DNCInterface,
     check_interface,
@@ -15,8 +18,6 @@ from memfn.interface import (
     interface_field_sizes,
     split_dnc_interface,
 )
-from memfn.memory import Memory, checked_memory, default_dtype, ensure_fits
-from memfn.validation import positive_int
 
 
 class DNCState(NamedTuple):
@@ -103,7 +104,7 @@ def dnc(nr_cells: int, cell_size: int, read_heads: int) -> Memory:
         read_heads: read heads (R).
 
     Returns:
-        A :class:`~memfn.memory.Memory` whose state is a :class:`DNCState`; ``step(state, xi)`` with
+        A :class:`~memfn._memory.Memory` whose state is a :class:`DNCState`; ``step(state, xi)`` with
             ``xi`` ``[interface_size]`` (:func:`memfn.split_dnc_interface` gives its layout) returns
             the reads ``[R, W]`` and the new state.
 

@@ -22,7 +22,7 @@ def gather_rows(memory: Tensor, positions: Tensor) -> Tensor:
     """Rows of ``memory`` ``[N, W]`` at ``positions`` ``[*P]`` -> ``[*P, W]`` (gradients reach only those rows).
 
     Examples:
-        >>> memfn.sparse_addressing.gather_rows(torch.arange(6.0).reshape(3, 2), torch.tensor([[2, 0]]))
+        >>> memfn.sparse.addressing.gather_rows(torch.arange(6.0).reshape(3, 2), torch.tensor([[2, 0]]))
         tensor([[[4., 5.],
                  [0., 1.]]])
     """
@@ -47,7 +47,7 @@ def repeated_positions(positions: Tensor) -> Tensor:
     """``[..., P]`` -> bool ``[..., P]``: true where an earlier slot holds the same position.
 
     Examples:
-        >>> memfn.sparse_addressing.repeated_positions(torch.tensor([3, 1, 3]))
+        >>> memfn.sparse.addressing.repeated_positions(torch.tensor([3, 1, 3]))
         tensor([False, False,  True])
     """
     order, _, first = _sorted(positions)
@@ -63,7 +63,7 @@ def weights_at(query: Tensor, positions: Tensor, weights: Tensor) -> Tensor:
 
     Examples:
         >>> pos, w = torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1])
-        >>> memfn.sparse_addressing.weights_at(torch.tensor([3, 0]), pos, w)
+        >>> memfn.sparse.addressing.weights_at(torch.tensor([3, 0]), pos, w)
         tensor([0.3000, 0.0000])
     """
     order, sorted_positions, _ = _sorted(positions)
@@ -80,7 +80,7 @@ def coalesced(positions: Tensor, weights: Tensor) -> Tensor:
     """Weights with every position's total on its first slot and 0 on its repeats (same dense weighting).
 
     Examples:
-        >>> memfn.sparse_addressing.coalesced(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1]))
+        >>> memfn.sparse.addressing.coalesced(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1]))
         tensor([0.3000, 0.5000, 0.0000])
     """
     order, _, first = _sorted(positions)
@@ -94,13 +94,15 @@ def top_slots(positions: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tenso
     """Coalesce, then keep the ``k`` largest: ``(positions [..., k], weights [..., k])``.
 
     The kept weights are the coalesced values themselves (differentiable); only the choice is not.
+    Equal totals go to the earlier slot.
 
     Examples:
-        >>> memfn.sparse_addressing.top_slots(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.25, 0.1]), k=1)
+        >>> memfn.sparse.addressing.top_slots(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.25, 0.1]), k=1)
         (tensor([3]), tensor([0.3000]))
     """
     total = coalesced(positions, weights)
-    kept = torch.topk(total.detach(), k, dim=-1).indices
+    # A stable sort, not topk: equal totals keep slot order on every device and batch shape.
+    kept = torch.sort(total.detach(), dim=-1, descending=True, stable=True).indices[..., :k]
     return positions.gather(-1, kept), total.gather(-1, kept)
 
 
@@ -114,9 +116,9 @@ def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor, positi
 
     Examples:
         >>> memory, keys = torch.eye(4), torch.tensor([[0.0, 1.0, 0.0, 0.0]])
-        >>> pos = memfn.knn.nearest_cells(memory, keys, k=2)  # [1, 2]
-        >>> rows = memfn.sparse_addressing.gather_rows(memory, pos)
-        >>> memfn.sparse_addressing.sparse_content_weights(rows, keys, torch.tensor([20.0]), pos).round(decimals=3)
+        >>> pos = memfn.sparse.knn.nearest_cells(memory, keys, k=2)  # [1, 2]
+        >>> rows = memfn.sparse.addressing.gather_rows(memory, pos)
+        >>> memfn.sparse.addressing.sparse_content_weights(rows, keys, torch.tensor([20.0]), pos).round(decimals=3)
         tensor([[1., 0.]])
     """
     scores = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2) * strengths.unsqueeze(-1)  # [R, K]
@@ -130,7 +132,7 @@ def least_recently_used(last_access: Tensor) -> Tensor:
     Ties (cells never accessed) go to the lowest index, so fresh cells fill up in order.
 
     Examples:
-        >>> memfn.sparse_addressing.least_recently_used(torch.tensor([4, 2, 0, 0]))  # cells 2, 3 never accessed
+        >>> memfn.sparse.addressing.least_recently_used(torch.tensor([4, 2, 0, 0]))  # cells 2, 3 never accessed
         tensor(2)
     """
     return torch.argmin(last_access, dim=-1)
@@ -152,7 +154,7 @@ def sparse_write_weights(
 
     Examples:
         >>> gamma, alpha = torch.tensor([0.5]), torch.tensor([1.0])
-        >>> pos, w = memfn.sparse_addressing.sparse_write_weights(
+        >>> pos, w = memfn.sparse.addressing.sparse_write_weights(
         ...     torch.tensor([[5, 6]]), torch.tensor([[0.5, 0.5]]), torch.tensor(9), gamma, alpha)
         >>> pos, w
         (tensor([5, 6, 9]), tensor([0.2500, 0.2500, 0.5000]))
@@ -164,28 +166,51 @@ def sparse_write_weights(
     return positions, weights
 
 
+def written_rows(
+    old_rows: Tensor, least_used: Tensor, write_positions: Tensor, write_weights: Tensor, write_vector: Tensor
+) -> Tensor:
+    """The rows at the write slots after SAM's write: ``(1 - e) o M[pos] + (w at pos) v``.
+
+    old_rows ``[S, W]`` (the memory at ``write_positions`` ``[S]``), least_used ``[]`` (erased: ``e``
+    is 1 on its slots), write_weights ``[S]``, write_vector ``[W]`` -> ``[S, W]``. A cell on several
+    slots gets its total weight on each (summed in one fixed order), hence the same row on each:
+    the pure step and the fast path both call this, so they write the same bits.
+
+    Examples:
+        >>> pos, w = torch.tensor([0, 2, 2]), torch.tensor([1.0, 0.25, 0.25])
+        >>> memfn.sparse.addressing.written_rows(torch.ones(3, 2), torch.tensor(2), pos, w, torch.ones(2))
+        tensor([[2.0000, 2.0000],
+                [0.5000, 0.5000],
+                [0.5000, 0.5000]])
+    """
+    erase = (write_positions == least_used.unsqueeze(-1)).to(old_rows.dtype)
+    total = weights_at(write_positions, write_positions, write_weights)
+    return old_rows * (1.0 - erase).unsqueeze(-1) + total.unsqueeze(-1) * write_vector.unsqueeze(-2)
+
+
 def sparse_updated_memory(
     memory: Tensor, least_used: Tensor, write_positions: Tensor, write_weights: Tensor, write_vector: Tensor
 ) -> Tensor:
     """``M_t = (1 - I^U 1^T) o M_{t-1} + w^w v^T``: erase the least-used row, add the write to S rows.
 
-    memory ``[N, W]``, least_used ``[]``, write positions/weights ``[S]``, write_vector ``[W]`` ->
-    ``[N, W]``. Only ``S`` rows differ from ``memory`` (the input is not modified).
+    memory ``[N, W]``, least_used ``[]`` (one of ``write_positions``, as in SAM's write), write
+    positions/weights ``[S]``, write_vector ``[W]`` -> ``[N, W]``. Only ``S`` rows differ from
+    ``memory`` (the input is not modified); their values are :func:`written_rows`.
 
     Examples:
         >>> pos, w = torch.tensor([0, 2]), torch.tensor([1.0, 0.5])  # cell 2 is also the least used
-        >>> memfn.sparse_addressing.sparse_updated_memory(torch.ones(3, 2), torch.tensor(2), pos, w, torch.ones(2))
+        >>> memfn.sparse.addressing.sparse_updated_memory(torch.ones(3, 2), torch.tensor(2), pos, w, torch.ones(2))
         tensor([[2.0000, 2.0000],
                 [1.0000, 1.0000],
                 [0.5000, 0.5000]])
     """
-    w = memory.shape[-1]
-    lru_index = least_used.reshape(*least_used.shape, 1, 1).expand(*least_used.shape, 1, w)
-    erased = memory.scatter(-2, lru_index, 0.0)
-    index = write_positions.unsqueeze(-1).expand(*write_positions.shape, w)
+    rows = written_rows(gather_rows(memory, write_positions), least_used, write_positions, write_weights, write_vector)
+    # A cell on several slots gets the same row from each; only its first slot carries the gradient.
+    rows = torch.where(repeated_positions(write_positions).unsqueeze(-1), rows.detach(), rows)
+    index = write_positions.unsqueeze(-1).expand(*write_positions.shape, memory.shape[-1])
     # Out of place: under vmap the memory may be shared (unbatched) while the write is batched, and
-    # an in-place scatter_add_ into it is then impossible. (The fast path avoids both copies.)
-    return erased.scatter_add(-2, index, write_weights.unsqueeze(-1) * write_vector.unsqueeze(-2))
+    # an in-place scatter_ into it is then impossible. (The fast path writes in place.)
+    return memory.scatter(-2, index, rows)
 
 
 def sparse_read_vectors(rows: Tensor, weights: Tensor) -> Tensor:
@@ -193,7 +218,7 @@ def sparse_read_vectors(rows: Tensor, weights: Tensor) -> Tensor:
 
     Examples:
         >>> rows = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # 1 head, 2 slots
-        >>> memfn.sparse_addressing.sparse_read_vectors(rows, torch.tensor([[0.25, 0.75]]))
+        >>> memfn.sparse.addressing.sparse_read_vectors(rows, torch.tensor([[0.25, 0.75]]))
         tensor([[0.2500, 0.7500]])
     """
     return (weights.unsqueeze(-1) * rows).sum(-2)
@@ -211,7 +236,7 @@ def last_access(
     Examples:
         >>> stamps = torch.zeros(4, dtype=torch.long)
         >>> pos, w = torch.tensor([1, 3]), torch.tensor([0.9, 0.001])  # cell 3's weight is negligible
-        >>> memfn.sparse_addressing.last_access(stamps, torch.tensor(7), pos, w)
+        >>> memfn.sparse.addressing.last_access(stamps, torch.tensor(7), pos, w)
         tensor([0, 7, 0, 0])
     """
     total = weights_at(positions, positions, weights.detach())
@@ -228,7 +253,7 @@ def dense_weights(positions: Tensor, weights: Tensor, nr_cells: int) -> Tensor:
     """The dense ``[..., N]`` weighting of a sparse one (for debug views, plots and tests; O(N)).
 
     Examples:
-        >>> memfn.sparse_addressing.dense_weights(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1]), nr_cells=4)
+        >>> memfn.sparse.addressing.dense_weights(torch.tensor([3, 1, 3]), torch.tensor([0.2, 0.5, 0.1]), nr_cells=4)
         tensor([0.0000, 0.5000, 0.0000, 0.3000])
     """
     out = weights.new_zeros(*weights.shape[:-1], nr_cells)
@@ -248,5 +273,6 @@ __all__ = [
     "sparse_updated_memory",
     "sparse_write_weights",
     "top_slots",
+    "written_rows",
     "weights_at",
 ]

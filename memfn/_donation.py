@@ -46,6 +46,11 @@ def _donated(state: Any) -> list[tuple[str, Tensor]]:
     return [(f, getattr(state, f)) for f in DONATED_FIELDS if isinstance(getattr(state, f, None), Tensor)]
 
 
+def was_donated(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is the very object a fast-path call emptied when it took its buffer."""
+    return bool(getattr(tensor, "_memfn_donated", False))
+
+
 def check_not_consumed(state: Any, name: str = "state") -> None:
     """Raise ``ValueError`` if a buffer of ``state`` was taken over by a fast-path call that did not
     start from this very state (its ``time`` tensor, or one sharing its storage)."""
@@ -54,7 +59,7 @@ def check_not_consumed(state: Any, name: str = "state") -> None:
     time = getattr(state, "time", None)
     time_storage = storage_of(time) if isinstance(time, Tensor) else None
     for field, tensor in _donated(state):
-        if getattr(tensor, "_memfn_donated", False):
+        if was_donated(tensor):
             raise ValueError(f"{name}.{field} {CONSUMED}")
         storage = storage_of(tensor)
         owner = getattr(storage, OWNER, None) if storage is not None else None

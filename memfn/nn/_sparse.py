@@ -1,11 +1,10 @@
 """``memfn.SAM`` and ``memfn.SDNC``: drop-ins for pytorch-dnc's sparse shells, on the pure sparse memories.
 
 Same constructor arguments as ``dnc.SAM`` / ``dnc.SDNC`` (1.1.0), plus the keyword-only options of
-:class:`memfn.DNC` and the nearest-neighbour options ``knn`` (``"exact"`` or ``"faiss"``),
-``index`` (``"flat"``, ``"ivf"``, ``"hnsw"``), ``num_lists`` and ``index_checks``. Deliberate fixes
-over pytorch-dnc: the memory is never cloned or re-indexed in full by the shell, reads have a
-strength, one least-used cell is erased per step, step counters live in the state (per example),
-and SDNC keeps forward and backward links apart.
+:class:`memfn.DNC` and the nearest-neighbour options ``knn``, ``index``, ``num_lists`` and
+``index_checks``. Deliberate fixes over pytorch-dnc: the memory is never cloned or re-indexed in
+full by the shell, reads have a strength, one least-used cell is erased per step, step counters
+live in the state (per example), and SDNC keeps forward and backward links apart.
 """
 
 from __future__ import annotations
@@ -14,91 +13,46 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from memfn import sparse_addressing as S
-from memfn.cell import batched_step, memory_cell, run
+from memfn._debug import sparse_view
+from memfn._memory import Memory
+from memfn._torch import in_functorch_transform
+from memfn.cell import memory_cell
 from memfn.compat import NOT_GIVEN
-from memfn.memory import Memory
-from memfn.modules import MemoryNetwork, _transforms_active
-from memfn.sparse import sam, usage
-from memfn.sparse_fast import IndexCache, SparseEngine
-from memfn.sparse_temporal import sdnc
-
-#: Constructor arguments that configure the memory itself (the rest go to MemoryNetwork).
-_MEMORY_OPTIONS = ("nr_cells", "cell_size", "read_heads", "sparse_reads", "temporal_reads", "knn", "index",
-                   "num_lists", "index_checks")  # fmt: skip
+from memfn.nn._network import MemoryNetwork
+from memfn.sparse import sam, sdnc
+from memfn.sparse._fast import IndexCache, run_fast
 
 
 class _SparseNetwork(MemoryNetwork):
-    def _build(self, factory: Callable[..., Memory], arguments: dict[str, Any]) -> None:
-        """Split the constructor's arguments into the memory's and the network's; keep the memory's
-        as attributes (``rnn.nr_cells``, ...) as pytorch-dnc does."""
-        arguments = {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
-        fast = arguments.pop("fast")
-        memory = {k: arguments.pop(k) for k in _MEMORY_OPTIONS if k in arguments}
-        for name, value in memory.items():
-            setattr(self, name, value)
-        MemoryNetwork.__init__(self, lambda: factory(**memory), **arguments)
+    """A shell whose memory is SAM or SDNC: the in-place fast path where it applies."""
+
+    debug_view = staticmethod(sparse_view)
+
+    def __init__(self, memory_factory: Callable[[], Memory], *args: Any, fast: bool = True, **kwargs: Any) -> None:
         if not isinstance(fast, bool):
             raise ValueError(f"fast must be True or False, got {fast!r}")
+        super().__init__(memory_factory, *args, **kwargs)
         self.fast = fast
         self._indexes = IndexCache()  # layer -> the faiss indexes of the memory the last call left
 
-    def uses_fast_path(self, lengths: Tensor | None = None) -> bool:
-        """Whether a forward call takes the fast path: ``fast=True`` and none of what it cannot do
-        (debug views, ``compile``, ``checkpoint_every``, packed sequences, ``torch.func`` transforms)."""
-        return (self.fast and not self.debug and not self.use_compile and not self.checkpoint_every
-                and lengths is None and not _transforms_active())  # fmt: skip
+    def uses_fast_path(self) -> bool:
+        """Whether a forward call takes the fast path: ``fast=True`` and none of what it cannot do.
+
+        ``compile=True`` and ``checkpoint_every`` run the pure step (a compiled graph cannot hold
+        in-place buffers that outlive it, and recomputing a segment would replay in-place writes),
+        as do calls inside ``torch.func`` transforms. Debug views and packed sequences run on
+        the fast path, with the same positions and numbers as the pure step."""
+        return self.fast and not self.use_compile and not self.checkpoint_every and not in_functorch_transform()
 
     def run_sequence(self, params, state, xs, lengths, kwargs):
-        if not self.uses_fast_path(lengths) or 0 in xs.shape[:2]:  # T = 0 or B = 0: nothing to take over
+        if not self.uses_fast_path() or 0 in xs.shape[:2]:  # T = 0 or B = 0: nothing to take over
             return super().run_sequence(params, state, xs, lengths, kwargs)
-        layers = [state.memory] if self.share_memory else list(state.memory)
-        engines = [
-            SparseEngine(self.memory_config.config, s, self._cached_indexes(i, s), empty=self.fresh_memory)
-            for i, s in enumerate(layers)
-        ]
-        mems = [e.memory() for e in engines]
-        cell = memory_cell(self.controller_configs, mems[0] if self.share_memory else mems, self.input_size,
-                           self.output_size, self.clip)  # fmt: skip
-        starts = [e.initial_state() for e in engines]
-        state = state._replace(memory=starts[0] if self.share_memory else tuple(starts))
-        ys, state = run(batched_step(cell, use_vmap=False), params, state, xs, None, None, **kwargs)
-        ends = [state.memory] if self.share_memory else list(state.memory)
-        finals = [e.final_state(m) for e, m in zip(engines, ends)]
-        for i, (engine, final) in enumerate(zip(engines, finals)):
-            if engine.indexes is not None:
-                self._indexes.put(i, final.memory, engine)
-        return ys, state._replace(memory=finals[0] if self.share_memory else tuple(finals))
 
-    def _cached_indexes(self, layer: int, state: Any) -> list | None:
-        """The faiss indexes left by the previous call, if ``state`` continues from its memory buffer."""
-        return self._indexes.take(layer, state.memory)
+        def cell_for(memories: Any) -> Any:  # the network's cell on the fast path's memories
+            return memory_cell(self.controller_configs, memories, self.input_size, self.output_size, self.clip)
 
-    def debug_view(self, state: Any) -> dict[str, Tensor]:
-        """pytorch-dnc's debug keys for one example (weightings dense over the N cells), then memfn's."""
-        n = state.memory.shape[-2]
-        visible = S.gather_rows(state.memory, state.read_positions)  # [R, K, W]
-        view = {
-            "memory": state.memory,
-            "visible_memory": visible,
-            "read_weights": S.dense_weights(state.read_positions, state.read_weights, n),
-            "write_weights": S.dense_weights(state.write_positions, state.write_weights, n),
-            "read_vectors": S.sparse_read_vectors(visible, state.read_weights),  # [R, W]
-            "least_used_mem": S.least_recently_used(state.last_access).unsqueeze(-1),  # [1]: next step's erase
-            "usage": usage(state),
-            "read_positions": state.read_positions,
-        }
-        if "link_matrix" in self.debug_keys:
-            view.update(
-                link_matrix=state.link_matrix,  # [N, L]: the kept entries of each row, as in pytorch-dnc
-                rev_link_matrix=state.rev_link_matrix,
-                precedence=S.dense_weights(state.precedence_positions, state.precedence, n),
-                link_positions=state.link_positions,  # memfn's: the columns of those entries
-                rev_link_positions=state.rev_link_positions,
-            )
-        return {key: view[key] for key in self.debug_keys}
+        return run_fast(cell_for, self.pure_memory.config, self._indexes, params, state, xs, lengths, kwargs)
 
 
 class SAM(_SparseNetwork):
@@ -139,7 +93,7 @@ class SAM(_SparseNetwork):
         index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
         num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
         index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
-        fast: run the in-place fast path (``memfn.sparse_fast``) where it applies; it consumes the
+        fast: run the in-place fast path (``memfn.sparse._fast``) where it applies; it consumes the
             ``hx`` it is given (keep a copy with :func:`memfn.clone`). False: the pure step.
         controller_init: ``'torch'`` (default) or ``'memoryless'`` (see :class:`memfn.DNC`): without
             temporal links SAM orders its reads by content, which needs a controller that counts, and
@@ -195,7 +149,20 @@ class SAM(_SparseNetwork):
         api: str | None = None,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
-        self._build(sam, locals())
+        self.nr_cells, self.sparse_reads, self.read_heads, self.cell_size = (
+            nr_cells,
+            sparse_reads,
+            read_heads,
+            cell_size,
+        )
+        self.knn, self.index, self.num_lists, self.index_checks = knn, index, num_lists, index_checks
+        super().__init__(
+            lambda: sam(nr_cells, cell_size, read_heads, sparse_reads, knn, index, num_lists, index_checks),
+            input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
+            bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
+            share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
+            checkpoint_every=checkpoint_every, controller_init=controller_init, api=api, fast=fast,
+        )  # fmt: skip
 
 
 class SDNC(_SparseNetwork):
@@ -203,7 +170,7 @@ class SDNC(_SparseNetwork):
 
     The positional arguments are ``dnc.SDNC``'s (pytorch-dnc 1.1.0), in its order; the rest are
     keyword-only. The hidden memory state holds the fields of
-    :class:`memfn.sparse_temporal.SDNCState`; ``forward`` is
+    :class:`memfn.sparse._sdnc.SDNCState`; ``forward`` is
     :meth:`memfn.MemoryNetwork.forward`.
 
     Args:
@@ -238,7 +205,7 @@ class SDNC(_SparseNetwork):
         index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
         num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
         index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
-        fast: run the in-place fast path (``memfn.sparse_fast``) where it applies; it consumes the
+        fast: run the in-place fast path (``memfn.sparse._fast``) where it applies; it consumes the
             ``hx`` it is given (keep a copy with :func:`memfn.clone`). False: the pure step.
         controller_init: ``'torch'`` (default; the memoryless start learned the task scripts' SDNC
             copy command more slowly) or ``'memoryless'`` (see :class:`memfn.DNC`).
@@ -295,7 +262,22 @@ class SDNC(_SparseNetwork):
         api: str | None = None,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
-        self._build(sdnc, locals())
+        self.nr_cells, self.sparse_reads, self.read_heads, self.cell_size = (
+            nr_cells,
+            sparse_reads,
+            read_heads,
+            cell_size,
+        )
+        self.temporal_reads = temporal_reads
+        self.knn, self.index, self.num_lists, self.index_checks = knn, index, num_lists, index_checks
+        super().__init__(
+            lambda: sdnc(nr_cells, cell_size, read_heads, sparse_reads, temporal_reads, knn, index, num_lists,
+                         index_checks),
+            input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
+            bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
+            share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
+            checkpoint_every=checkpoint_every, controller_init=controller_init, api=api, fast=fast,
+        )  # fmt: skip
 
 
 __all__ = ["SAM", "SDNC"]

@@ -15,13 +15,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from memfn import sparse_addressing as S
-from memfn.donation import check_not_consumed
+from memfn._donation import check_not_consumed
+from memfn._memory import Memory, checked_memory, default_dtype
+from memfn._resources import ensure_fits, zeros
+from memfn._validation import positive_int
 from memfn.interface import check_interface
-from memfn.knn import KNNConfig, knn_config, nearest_cells
-from memfn.memory import Memory, checked_memory, default_dtype, ensure_fits, zeros
 from memfn.numerics import oneplus
-from memfn.validation import positive_int
+from memfn.sparse._step import Carried, PureRows, StepConfig, sparse_step
+from memfn.sparse.knn import KNNConfig, knn_config
 
 
 class SAMInterface(NamedTuple):
@@ -113,32 +114,12 @@ def initial_sparse_state(n: int, w: int, r: int, read_slots: int, dtype, device)
     )
 
 
-def sparse_write(state, write_vector: Tensor, interpolation_gate: Tensor, write_gate: Tensor):
-    """The write half of a SAM (or SDNC) step: returns the state with ``memory``, ``write_positions``
-    and ``write_weights`` updated (read slots and stamps still the previous step's)."""
-    lru = S.least_recently_used(state.last_access)
-    positions, weights = S.sparse_write_weights(
-        state.read_positions, state.read_weights, lru, interpolation_gate, write_gate
-    )
-    memory = S.sparse_updated_memory(state.memory, lru, positions, weights, write_vector)
-    return state._replace(memory=memory, write_positions=positions, write_weights=weights)
-
-
-def content_read(memory: Tensor, keys: Tensor, strengths: Tensor, k: int, knn: KNNConfig) -> tuple[Tensor, Tensor]:
-    """Each head's K nearest cells and its content weights over them: ``(positions, weights)`` ``[R, K]``."""
-    positions = nearest_cells(memory, keys, k, knn)
-    rows = S.gather_rows(memory, positions)
-    return positions, S.sparse_content_weights(rows, keys, strengths, positions)
-
-
-def finish_step(state, positions: Tensor, weights: Tensor) -> tuple[Tensor, SAMState]:
-    """Read at the new read slots, stamp this step's accesses and advance time."""
-    reads = S.sparse_read_vectors(S.gather_rows(state.memory, positions), weights)
-    time = state.time + 1
-    touched = torch.cat([state.write_positions, positions.flatten(-2)], -1)
-    touched_weights = torch.cat([state.write_weights, weights.flatten(-2)], -1)
-    stamps = S.last_access(state.last_access, time, touched, touched_weights)
-    return reads, state._replace(read_positions=positions, read_weights=weights, last_access=stamps, time=time)
+def carried(state: SAMState) -> Carried:
+    """The small leaves of a SAM or SDNC state that :func:`~memfn.sparse._step.sparse_step` carries."""
+    empty = state.write_weights[..., :0], state.write_positions[..., :0]  # SAM has no precedence
+    precedence = (state.precedence, state.precedence_positions) if hasattr(state, "precedence") else empty
+    return Carried(state.read_positions, state.read_weights, state.write_positions, state.write_weights, state.time,
+                   *precedence)  # fmt: skip
 
 
 def sam(
@@ -163,12 +144,12 @@ def sam(
         sparse_reads: cells each head reads (K, the nearest to its key by cosine similarity).
         knn: the nearest-neighbour backend, ``"exact"`` (``torch.topk``) or ``"faiss"``.
         index: the faiss index, ``"flat"``, ``"ivf"`` or ``"hnsw"``; ``num_lists`` and
-            ``index_checks`` configure it (see :func:`memfn.knn.knn_config`).
+            ``index_checks`` configure it (see :func:`memfn.sparse.knn.knn_config`).
         num_lists: IVF lists.
         index_checks: IVF lists probed, or HNSW's efSearch.
 
     Returns:
-        A :class:`~memfn.memory.Memory` whose state is a :class:`SAMState`; ``step(state, xi)`` with
+        A :class:`~memfn._memory.Memory` whose state is a :class:`SAMState`; ``step(state, xi)`` with
             ``xi`` ``[interface_size]`` returns the reads ``[R, W]`` and the new state.
 
     Examples:
@@ -190,16 +171,17 @@ def sam(
     def step(state: SAMState, xi: Tensor) -> tuple[Tensor, SAMState]:
         check_interface(xi, size)
         io = split_sam_interface(xi, r, w)
-        state = sparse_write(state, io.write_vector, io.interpolation_gate, io.write_gate)
-        positions, weights = content_read(state.memory, io.read_keys, io.read_strengths, k, search)
-        return finish_step(state, positions, weights)
+        rows = PureRows(state.memory, state.last_access, None, search)
+        reads, c = sparse_step(rows, carried(state), *io, None, StepConfig(k, 0))
+        return reads, SAMState(rows.memory, c.read_positions, c.read_weights, c.write_positions, c.write_weights,
+                               rows.last_access, c.time)  # fmt: skip
 
     config = SparseConfig(n, w, r, k, 0, search, size)
     return checked_memory(init, step, size, r * w, fields, config, check_not_consumed)
 
 
 class SparseConfig(NamedTuple):
-    """A SAM/SDNC memory's configuration, as the fast path (:mod:`memfn.sparse_fast`) needs it."""
+    """A SAM/SDNC memory's configuration, as the fast path (:mod:`memfn.sparse._fast`) needs it."""
 
     nr_cells: int
     cell_size: int

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from memfn.knn import _require_faiss
+from memfn.sparse.knn import _require_faiss
 
 #: Rows per inverted list the quantiser aims for while the memory fills (faiss wants >= 39 to train).
 ROWS_PER_LIST = 39

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from memfn.validation import check_same_dtype, check_state
+from memfn._validation import check_same_dtype, check_state
 
 
 class Memory(NamedTuple):
@@ -23,7 +21,7 @@ class Memory(NamedTuple):
     - ``interface_fields``: ``(name, length)`` of each field of ``xi`` in order (used to build one
       linear per field, pytorch-dnc's ``independent_linears``); may be empty for custom memories.
     - ``config``: the memory's frozen configuration where something else needs it (the sparse
-      memories' fast path, :mod:`memfn.sparse_fast`); ``None`` for custom memories.
+      memories' fast path, :mod:`memfn.sparse._fast`); ``None`` for custom memories.
 
     ``step`` and the functions it is made of also broadcast over leading batch axes, so it can be
     called on a batched state directly; ``torch.func.vmap(step)`` gives the same result.
@@ -46,7 +44,7 @@ class Memory(NamedTuple):
     interface_fields: tuple[tuple[str, int], ...] = ()
     config: Any = None
     #: ``check(state, batch_shape=None, name="state")``: raise unless ``state`` fits this memory
-    #: (structure, shapes, dtypes; see :func:`memfn.validation.check_state`). ``None``: unchecked.
+    #: (structure, shapes, dtypes; see :func:`memfn._validation.check_state`). ``None``: unchecked.
     check: Callable[..., None] | None = None
 
 
@@ -89,44 +87,3 @@ def unchecked(step: Callable) -> Callable:
 
 def default_dtype(dtype: torch.dtype | None) -> torch.dtype:
     return torch.get_default_dtype() if dtype is None else dtype
-
-
-#: Above this size a CPU zero tensor is taken from ``calloc`` (via numpy): the OS hands out zero
-#: pages lazily, so a huge, sparsely written memory costs nothing until its rows are touched.
-LAZY_ZEROS_BYTES = 1 << 22
-
-
-def zeros(*shape: int, dtype: torch.dtype, device: torch.device | str | None = None) -> Tensor:
-    """``torch.zeros``, lazily zero-filled for large CPU tensors (marked so batching can keep it lazy)."""
-    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    if (device is None or torch.device(device).type == "cpu") and nbytes >= LAZY_ZEROS_BYTES:
-        # Bytes from calloc, viewed as the dtype (numpy has no bfloat16).
-        out = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).reshape(shape)
-        out.memfn_all_zeros = True  # type: ignore[attr-defined]
-        return out
-    return torch.zeros(*shape, dtype=dtype, device=device)
-
-
-def available_bytes() -> int | None:
-    """``MemAvailable`` from ``/proc/meminfo`` (Linux), or ``None`` where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def ensure_fits(nbytes: int, what: str, device: torch.device | str | None = None) -> None:
-    """Raise ``MemoryError`` naming ``what`` and the size *before* allocating ``nbytes`` of CPU memory
-    that is not available (the alternative is the kernel's OOM killer, or swapping for minutes)."""
-    if device is not None and torch.device(device).type != "cpu":
-        return
-    available = available_bytes()
-    if available is not None and nbytes > available:
-        raise MemoryError(
-            f"{what} needs {nbytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of memory is available; "
-            "use fewer cells, a smaller batch or a narrower cell_size"
-        )

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from memfn._validation import one_of, positive_int
 from memfn.numerics import COSINE_EPS, cosine_similarity
-from memfn.validation import one_of, positive_int
 
 KNN_BACKENDS = ("exact", "faiss")
 FAISS_INDEXES = ("flat", "ivf", "hnsw")
@@ -38,7 +38,7 @@ class KNNConfig(NamedTuple):
     """A validated nearest-neighbour configuration (static: it is closed over, never traced).
 
     Examples:
-        >>> memfn.knn.knn_config(nr_cells=1000)
+        >>> memfn.sparse.knn.knn_config(nr_cells=1000)
         KNNConfig(backend='exact', index='flat', num_lists=10, index_checks=32)
     """
 
@@ -62,7 +62,7 @@ def knn_config(
     ``min(32, num_lists)`` for IVF and 32 for HNSW, and cannot exceed ``num_lists`` for IVF.
 
     Examples:
-        >>> memfn.knn.knn_config(nr_cells=1000, index="flat").num_lists  # faiss's options need knn="faiss"
+        >>> memfn.sparse.knn.knn_config(nr_cells=1000, index="flat").num_lists  # faiss's options need knn="faiss"
         10
     """
     one_of("knn", knn, KNN_BACKENDS)
@@ -98,7 +98,7 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
 
     Examples:
         >>> memory = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-        >>> memfn.knn.nearest_cells(memory, torch.tensor([[1.0, 0.1]]), k=2)
+        >>> memfn.sparse.knn.nearest_cells(memory, torch.tensor([[1.0, 0.1]]), k=2)
         tensor([[0, 2]])
     """
     memory, keys = memory.detach(), keys.detach()

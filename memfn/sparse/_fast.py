@@ -15,13 +15,13 @@ touches only the rows it reads or writes (Rae et al. 2016, "efficient backpropag
   calls through a chain of tiny "token" tensors, one per step;
 - usage stamps are updated in place and the least-used cell comes from block minima (O(sqrt N));
 - SDNC links are updated in place (no gradient passes through them, as in the pure step);
-- with ``knn="faiss", index="ivf"`` a :class:`~memfn.ann_index.MaintainedIndex` per example is
+- with ``knn="faiss", index="ivf"`` a :class:`~memfn.sparse._ann_index.MaintainedIndex` per example is
   updated with only the rewritten rows and searched, instead of an exact O(N) top-k (``flat`` and
   ``hnsw`` have no cheap row removal: they are built from the buffer each step, as in the pure step).
 
 It gives the pure step's outputs and gradients (tested in float64). It *consumes* the big leaves of
 the state it starts from (memory, link tables; the usage stamps are copied), like JAX buffer
-donation: see :mod:`memfn.donation`. Gradients do not flow into the memory of a previous call (as after
+donation: see :mod:`memfn._donation`. Gradients do not flow into the memory of a previous call (as after
 :func:`memfn.detach`); use the pure path (``fast=False``) to backpropagate through several calls.
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import weakref
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
@@ -38,14 +39,18 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from memfn import sparse_addressing as S
-from memfn.ann_index import MaintainedIndex
-from memfn.donation import check_not_consumed, donate, hand_over, storage_of
-from memfn.interface import CONTENT, NUM_READ_MODES, check_interface
-from memfn.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
-from memfn.memory import Memory
-from memfn.sparse import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
-from memfn.sparse_temporal import SDNCState, apply_link_row_updates, temporal_read_slots, temporal_updates
+from memfn._donation import check_not_consumed, donate, hand_over, storage_of
+from memfn._memory import Memory
+from memfn._resources import is_lazy_zeros
+from memfn.cell import batched_step, run
+from memfn.interface import NUM_READ_MODES, check_interface
+from memfn.sparse import addressing as S
+from memfn.sparse._ann_index import MaintainedIndex
+from memfn.sparse._links import apply_link_row_updates
+from memfn.sparse._sam import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
+from memfn.sparse._sdnc import SDNCState
+from memfn.sparse._step import Carried, StepConfig, sparse_step
+from memfn.sparse.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
 
 
 class RowTape:
@@ -112,7 +117,7 @@ class _Start(torch.autograd.Function):
     @staticmethod
     def forward(ctx, leaf: Tensor, memory: Tensor, tape: RowTape) -> Tensor:  # type: ignore[override]
         ctx.tape = tape
-        return leaf.new_zeros(())
+        return leaf.new_zeros(tape.shape[0])  # [B]: the runner masks it per example like any leaf
 
     @staticmethod
     @once_differentiable
@@ -124,21 +129,20 @@ class _Start(torch.autograd.Function):
 class _WriteRows(torch.autograd.Function):
     """``M_t = (1 - e) o M_{t-1} + w v^T`` on the rows ``positions`` ``[B, S]``, in place.
 
-    e ``[B, S]`` (1 where the slot's cell is erased), w ``[B, S]``, v ``[B, W]``. Repeated cells add
-    their weights. Backward reads the gradient of the new rows, returns those of ``w`` and ``v``
-    and leaves the gradient of the old rows, ``(1 - e) o g``, in the tape.
+    w ``[B, S]``, v ``[B, W]``, least_used ``[B]`` (``e`` is 1 on its slots; -1: nothing erased).
+    Repeated cells add their weights (:func:`~memfn.sparse.addressing.written_rows`). Backward
+    reads the gradient of the new rows, returns those of ``w`` and ``v`` and leaves the gradient
+    of the old rows, ``(1 - e) o g``, in the tape.
     """
 
     @staticmethod
-    def forward(ctx, token, weights, vector, tape, positions, erase):  # type: ignore[override]
+    def forward(ctx, token, weights, vector, tape, positions, least_used):  # type: ignore[override]
         index = _row_index(positions, vector.shape[-1])
-        # Each slot's cell's total write, summed slot by slot in the order the pure step's
-        # scatter_add sums it: the rows then equal the pure step's bit for bit, so near-ties in the
-        # next search break the same way (an O(S^2) product, small next to the search).
-        same = (positions.unsqueeze(-1) == positions.unsqueeze(-2)).to(weights.dtype)  # [B, S, S]
-        added = same @ (weights.unsqueeze(-1) * vector.unsqueeze(-2))
-        rows = tape.memory.gather(1, index) * (1.0 - erase).unsqueeze(-1) + added
+        # The pure step's own row arithmetic: the rows equal the pure step's bit for bit, so the
+        # next search ranks (and breaks ties) the same way.
+        rows = S.written_rows(tape.memory.gather(1, index), least_used, positions, weights, vector)
         tape.memory.scatter_(1, index, rows)  # repeats carry identical rows
+        erase = (positions == least_used.unsqueeze(-1)).to(weights.dtype)
         ctx.tape, ctx.record = tape, tape.record(positions)
         ctx.save_for_backward(weights, vector, erase)
         return token.clone()
@@ -171,7 +175,7 @@ class _GatherRows(torch.autograd.Function):
         ctx.tape.enter(ctx.record)
         if grad_rows is not None:
             ctx.tape.add_grad_rows(ctx.record, grad_rows)
-        return torch.zeros((), dtype=ctx.tape.dtype, device=ctx.tape.device), None, None
+        return torch.zeros(ctx.tape.shape[0], dtype=ctx.tape.dtype, device=ctx.tape.device), None, None
 
 
 class LeastUsed:
@@ -198,7 +202,7 @@ class LeastUsed:
         return block * self.block + rows.argmin(-1)
 
     def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
-        """:func:`memfn.sparse_addressing.last_access`, in place, then refresh the touched blocks."""
+        """:func:`memfn.sparse.addressing.last_access`, in place, then refresh the touched blocks."""
         S.last_access(self.stamps, time, positions, weights, in_place=True)
         blocks = positions // self.block  # [B, P]
         view = self.stamps.view(*self.minima.shape, self.block)
@@ -212,7 +216,7 @@ class LeastUsed:
 class FastState(NamedTuple):
     """The small per-step leaves the cell carries on the fast path (the big ones live in the engine)."""
 
-    token: Tensor  # [] orders the in-place steps for autograd
+    token: Tensor  # [B] orders the in-place steps for autograd
     read_positions: Tensor  # [B, R, P]
     read_weights: Tensor  # [B, R, P]
     write_positions: Tensor  # [B, S]
@@ -222,23 +226,81 @@ class FastState(NamedTuple):
     precedence_positions: Tensor  # [B, L] (SDNC) or an empty [B, 0]
 
 
+class FastRows:
+    """The in-place store (:class:`~memfn.sparse._step.Rows`) of one engine for one step.
+
+    Rows live in the tape's buffer, stamps in :class:`LeastUsed`, links in the engine's tables; the
+    token chains the in-place operations for autograd. ``active`` ``[B, 1]`` (packed input): the
+    examples past their length write nothing, erase nothing and stamp nothing, so their memory is
+    left as it is (their small leaves are restored by the runner, as on the pure path)."""
+
+    def __init__(self, engine: SparseEngine, token: Tensor, active: Tensor | None) -> None:
+        self.engine, self.token, self.active = engine, token, active
+
+    def _masked(self, weights: Tensor) -> Tensor:
+        return weights if self.active is None else weights * self.active.to(weights.dtype)
+
+    def least_used(self) -> Tensor:
+        return self.engine.usage.least_used()
+
+    def write(self, positions: Tensor, weights: Tensor, vector: Tensor, least_used: Tensor) -> None:
+        if self.active is not None:  # an inactive example's write slots all get an impossible "least used"
+            least_used = torch.where(self.active.squeeze(-1), least_used, -1)
+        self.token = _WriteRows.apply(self.token, self._masked(weights), vector, self.engine.tape, positions,
+                                      least_used)  # fmt: skip
+        if self.engine.indexes is not None:
+            self.engine._update_indexes(positions)
+
+    def nearest(self, keys: Tensor, k: int) -> Tensor:
+        return self.engine._nearest(keys, k)
+
+    def gather(self, positions: Tensor) -> Tensor:
+        rows, self.token = _GatherRows.apply(self.token, self.engine.tape, positions.flatten(1))
+        return rows.unflatten(1, positions.shape[1:])
+
+    def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
+        self.engine.usage.stamp(time, positions, self._masked(weights))
+
+    def links(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return tuple(self.engine.links)  # type: ignore[return-value]
+
+    def set_links(self, updates: tuple) -> None:
+        rows_update, rev_update = updates
+        link_pos, link_val, rev_pos, rev_val = self.engine.links
+        apply_link_row_updates(link_pos, link_val, rows_update, in_place=True)
+        apply_link_row_updates(rev_pos, rev_val, rev_update, in_place=True)
+
+
 class SparseEngine:
     """One batched SAM/SDNC memory on the fast path, for one forward call.
 
     ``SparseEngine(config, state)`` takes a batched :class:`~memfn.sparse.SAMState` or
-    :class:`~memfn.sparse_temporal.SDNCState` (consuming its big leaves), :meth:`memory` gives a
-    :class:`~memfn.memory.Memory` whose ``step`` runs on :class:`FastState`, and :meth:`final_state`
+    :class:`~memfn.sparse._sdnc.SDNCState` (consuming its big leaves), :meth:`memory` gives a
+    :class:`~memfn._memory.Memory` whose ``step`` runs on :class:`FastState`, and :meth:`final_state`
     turns the last :class:`FastState` back into the pure state type.
     """
 
     def __init__(
-        self, config: SparseConfig, state: SAMState | SDNCState, indexes: list | None = None, empty: bool = False
+        self,
+        config: SparseConfig,
+        state: SAMState | SDNCState,
+        indexes: list | None = None,
+        lengths: Tensor | None = None,
+        steps_per_input: int = 1,
+        debug: bool = False,
     ) -> None:
         """``indexes``: faiss indexes that already match ``state.memory`` (from the previous call);
-        ``empty``: the memory is known to be all zeros (no O(N) scan to index it)."""
+        ``lengths`` ``[B]``: packed input's lengths (the memory steps ``steps_per_input`` times per
+        input step, once per layer sharing it); ``debug``: keep example 0's state after every step."""
         check_not_consumed(state, "hx memory")
         self.config = config
-        self.empty = empty
+        self.start_time = state.time
+        self.lengths = None if lengths is None else lengths.to(state.time.device)
+        self.steps_per_input = steps_per_input
+        self.snapshots: dict[int, Any] | None = {} if debug else None
+        # A fresh zero memory (lazily zero-filled) needs no O(N) scan to be indexed.
+        self.empty = is_lazy_zeros(state.memory)
+        empty = self.empty
         self.sam_size = sum(n for _, n in sam_interface_fields(config.read_heads, config.cell_size))
         self.temporal = isinstance(state, SDNCState)
         self.memory_grad = state.memory.requires_grad
@@ -304,50 +366,41 @@ class SparseEngine:
     # -- the step --------------------------------------------------------------------------------
 
     def step(self, state: FastState, xi: Tensor) -> tuple[Tensor, FastState]:
+        """:func:`~memfn.sparse._step.sparse_step` on this engine's in-place rows (:class:`FastRows`)."""
         c, sam_size = self.config, self.sam_size
         check_interface(xi, c.interface_size)
         io = split_sam_interface(xi[..., :sam_size], c.read_heads, c.cell_size)
-        # Write: the previous step's read cells and the least-used one.
-        lru = self.usage.least_used()
-        positions, weights = S.sparse_write_weights(
-            state.read_positions, state.read_weights, lru, io.interpolation_gate, io.write_gate
-        )
-        erase = (positions == lru.unsqueeze(-1)).to(weights.dtype)
-        token = _WriteRows.apply(state.token, weights, io.write_vector, self.tape, positions, erase)
-        if self.indexes is not None:
-            self._update_indexes(positions)
-        precedence, precedence_positions = state.precedence, state.precedence_positions
-        if self.temporal:
-            rows_update, rev_update, (precedence_positions, precedence) = temporal_updates(
-                *self.links, state.precedence_positions, state.precedence, positions, weights.detach()
-            )
-            link_pos, link_val, rev_pos, rev_val = self.links
-            apply_link_row_updates(link_pos, link_val, rows_update, in_place=True)
-            apply_link_row_updates(rev_pos, rev_val, rev_update, in_place=True)
-        # Read: content slots (and, for the SDNC, temporal slots before them).
-        content_pos = self._nearest(io.read_keys, c.sparse_reads)
-        read_pos = content_pos
+        modes = None
         if self.temporal:
             modes = torch.softmax(xi[..., sam_size:].unflatten(-1, (c.read_heads, NUM_READ_MODES)), dim=-1)
-            temporal_pos, temporal = temporal_read_slots(
-                *self.links, state.read_positions, state.read_weights, modes, c.temporal_reads
-            )
-            read_pos = torch.cat([temporal_pos, content_pos], -1)
-        rows, token = _GatherRows.apply(token, self.tape, read_pos.flatten(-2))
-        rows = rows.unflatten(1, read_pos.shape[1:])
-        content = S.sparse_content_weights(
-            rows[..., -c.sparse_reads :, :], io.read_keys, io.read_strengths, content_pos
+        rows = FastRows(self, state.token, self._active(state.time))
+        reads, carried = sparse_step(
+            rows, Carried(*state[1:]), *io, modes, StepConfig(c.sparse_reads, c.temporal_reads)
         )
-        read_weights = content
-        if self.temporal:
-            read_weights = torch.cat([temporal, modes[..., CONTENT : CONTENT + 1] * content], -1)
-        reads = S.sparse_read_vectors(rows, read_weights)
-        time = state.time + 1
-        self.usage.stamp(
-            time, torch.cat([positions, read_pos.flatten(-2)], -1), torch.cat([weights, read_weights.flatten(-2)], -1)
-        )
-        return reads, FastState(token, read_pos, read_weights, positions, weights, time, precedence,
-                                precedence_positions)  # fmt: skip
+        new = FastState(rows.token, *carried)
+        if self.snapshots is not None:
+            self.snapshots[id(new.token)] = self._snapshot(new)
+        return reads, new
+
+    def _active(self, time: Tensor) -> Tensor | None:
+        """Which examples are still inside their sequence (packed input): ``[B, 1]`` or ``None``."""
+        if self.lengths is None:
+            return None
+        return ((time - self.start_time) < self.lengths * self.steps_per_input).unsqueeze(-1)
+
+    def _snapshot(self, state: FastState) -> SAMState | SDNCState:
+        """Example 0's whole state now (a batch of one, copied): what a debug view reads."""
+        fields = dict(zip(FastState._fields[1:], (t[:1] for t in state[1:])))
+        precedence = fields.pop("precedence"), fields.pop("precedence_positions")
+        common = dict(memory=self.tape.memory[:1].detach().clone(), last_access=self.usage.last_access()[:1].clone(),
+                      **fields)  # fmt: skip
+        if not self.temporal:
+            return SAMState(**common)
+        link_pos, link_val, rev_pos, rev_val = (t[:1].clone() for t in self.links)
+        return SDNCState(
+            **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
+            rev_link_positions=rev_pos, precedence=precedence[0], precedence_positions=precedence[1],
+        )  # fmt: skip
 
     def memory(self) -> Memory:
         c = self.config
@@ -490,3 +543,52 @@ class IndexCache:
 
     def __getitem__(self, layer: int) -> list:
         return self._entries[layer][3]
+
+
+def run_fast(
+    cell_for: Callable[[Any], Any],
+    config: SparseConfig,
+    cache: IndexCache,
+    params: dict[str, Tensor],
+    state: Any,
+    xs: Tensor,
+    lengths: Tensor | None,
+    step_kwargs: dict[str, Any],
+) -> tuple[Tensor, Any]:
+    """Run a network over ``xs`` ``[T, B, I]`` with each memory on a :class:`SparseEngine`.
+
+    ``cell_for(memories)`` builds the network's cell on the given memory (one, shared) or memories
+    (a tuple, one per layer); ``state`` is the batched cell state, whose memory buffers the engines
+    take over; ``cache`` holds the faiss indexes a previous call left; ``lengths`` ``[B]`` for
+    packed input. With a ``trace`` in ``step_kwargs`` (debug), the trace receives example 0's whole
+    memory state after each step, as on the pure path. Returns the outputs and the final cell
+    state (plain SAM/SDNC states again)."""
+    shared = isinstance(state.memory, (SAMState, SDNCState))
+    layers = [state.memory] if shared else list(state.memory)
+    trace = step_kwargs.get("trace")
+    engines = [
+        SparseEngine(config, s, cache.take(i, s.memory), lengths, steps_per_input(state, shared), trace is not None)
+        for i, s in enumerate(layers)
+    ]
+    memories = [e.memory() for e in engines]
+    cell = cell_for(memories[0] if shared else tuple(memories))
+    starts = [e.initial_state() for e in engines]
+    state = state._replace(memory=starts[0] if shared else tuple(starts))
+    ys, state = run(batched_step(cell, use_vmap=False), params, state, xs, lengths, None, **step_kwargs)
+    if trace is not None:  # each FastState in the trace -> the snapshot its engine took then
+        trace[:] = [next(e.snapshots[id(m.token)] for e in engines if id(m.token) in e.snapshots) for m in trace]
+    ends = [state.memory] if shared else list(state.memory)
+    finals = [e.final_state(m) for e, m in zip(engines, ends)]
+    for i, (engine, final) in enumerate(zip(engines, finals)):
+        if engine.indexes is not None:
+            cache.put(i, final.memory, engine)
+    return ys, state._replace(memory=finals[0] if shared else tuple(finals))
+
+
+def steps_per_input(state: Any, shared: bool) -> int:
+    """How many times a memory steps per input step: once per layer when the layers share it."""
+    controller = state.controller
+    return len(controller) if shared and isinstance(controller, tuple) and not hasattr(controller, "_fields") else 1
+
+
+__all__ = ["FastRows", "IndexCache", "SparseEngine", "run_fast"]

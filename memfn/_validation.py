@@ -185,11 +185,21 @@ def check_same_dtype(name: str, value: Any, state: Any) -> None:
         raise TypeError(f"{name} has dtype {value.dtype} but the state has {dtype}: convert one of them (.to({dtype}))")
 
 
-def check_module_input(x: Any, like: Any, debug: bool = False, batch_first: bool = True) -> None:
-    """Raise unless the input tensor ``x`` is on the device and has the dtype of the module's
-    parameters (``like``), saying how to fix it. Under autocast any floating input is accepted.
-    With ``debug`` it needs a time step: the debug record has one row per step and layer."""
+def check_module_input(x: Any, module: Any) -> None:
+    """Raise unless ``x`` is a floating ``(B, T, input_size)`` (or time-first) tensor on the device
+    and with the dtype of the shell ``module``'s parameters, saying how to fix it. Under autocast
+    any floating input is accepted. With ``debug`` it needs a time step: the debug record has one
+    row per step and layer."""
     import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor or PackedSequence, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor, got dtype={x.dtype}")
+    layout = "(batch, time, input_size)" if module.batch_first else "(time, batch, input_size)"
+    if x.ndim != 3 or x.shape[-1] != module.input_size:
+        raise ValueError(f"input must have shape {layout} with input_size={module.input_size}, got {tuple(x.shape)}")
+    like, debug, batch_first = next(module.parameters()), module.debug, module.batch_first
 
     if debug and x.shape[1 if batch_first else 0] == 0:
         raise ValueError("input has no time steps (T = 0) but debug=True records one row per step; pass debug=False")
@@ -200,9 +210,9 @@ def check_module_input(x: Any, like: Any, debug: bool = False, batch_first: bool
             f"input.to('{like.device}') or the module with model.to('{x.device}')"
         )
     if x.dtype != like.dtype and not torch.is_autocast_enabled(x.device.type):
-        module = {torch.float64: "model.double()", torch.float16: "model.half()", torch.bfloat16: "model.bfloat16()",
+        fix = {torch.float64: "model.double()", torch.float16: "model.half()", torch.bfloat16: "model.bfloat16()",
                   torch.float32: "model.float()"}.get(x.dtype, f"model.to({x.dtype})")  # fmt: skip
         raise TypeError(
             f"input has dtype {x.dtype} but the module's parameters are {like.dtype}: convert the input with "
-            f"input.to({like.dtype}) or the module with {module}"
+            f"input.to({like.dtype}) or the module with {fix}"
         )

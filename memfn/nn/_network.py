@@ -1,0 +1,275 @@
+"""``MemoryNetwork``: what the DNC, SAM and SDNC shells share (pytorch-dnc's ``DNC`` contract).
+
+A shell holds the parameters, builds the hidden state and loops over time, calling the pure
+batched step of :mod:`memfn.cell` with ``dict(self.named_parameters())``. pytorch-dnc's layouts
+and spellings are :mod:`memfn.compat`'s; debug views are :mod:`memfn._debug`'s. Differences from
+``dnc`` that are deliberate fixes: the read vectors of step ``t-1`` are fed to the controller at
+step ``t``; the initial state is zeros (``dnc`` draws it at random and shares one tensor for ``h``
+and ``c``); ``batch_first=False`` output is time-first; ``PackedSequence`` input works; ``.to()``
+moves everything; the hidden state passed in is never mutated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optree
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from memfn import compat
+from memfn._debug import View, debug_record, fields_view, padded
+from memfn._memory import Memory
+from memfn._resources import batched, ensure_fits
+from memfn._validation import check_module_input
+from memfn.cell import CellState, batched_step, memory_cell, run
+from memfn.compat import NOT_GIVEN
+from memfn.controllers import controller
+from memfn.nn._hidden import checked_leaf
+from memfn.nn._options import network_options
+from memfn.nn._parameters import IndependentInterface, Parameters
+from memfn.nn._views import MemoryView
+
+
+class MemoryNetwork(nn.Module):
+    """What the DNC, SAM and SDNC shells share; a subclass passes the factory of its memory.
+
+    Examples:
+        >>> isinstance(memfn.DNC(input_size=4, hidden_size=8), memfn.MemoryNetwork)
+        True
+    """
+
+    #: Keys of the ``debug=True`` dictionary, in order, read from :attr:`debug_view`'s dict.
+    debug_keys: tuple[str, ...] = ()
+    #: One example's memory state -> the tensors named by ``debug_keys`` (and maybe more).
+    debug_view: View = staticmethod(fields_view)
+    #: The class of ``self.memories[i]``.
+    memory_view: type = MemoryView
+
+    def __init__(
+        self,
+        memory_factory: Callable[[], Memory],
+        input_size: int,
+        hidden_size: int,
+        rnn_type: str = "lstm",
+        num_layers: int = 1,
+        num_hidden_layers: int = 2,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0,
+        bidirectional: bool = False,
+        nonlinearity: str = "tanh",
+        gpu_id: int = -1,
+        independent_linears: bool = False,
+        share_memory: bool = NOT_GIVEN,
+        debug: bool = False,
+        clip: float = 20,
+        *,
+        device: torch.device | str | None = NOT_GIVEN,
+        share_memory_between_layers: bool = NOT_GIVEN,
+        output_size: int | None = None,
+        compile: bool = False,
+        checkpoint_every: int | None = None,
+        controller_init: str = "torch",
+        api: str | None = None,
+    ) -> None:
+        super().__init__()
+        o = network_options(
+            input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
+            bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device,
+            share_memory_between_layers, output_size, compile, checkpoint_every, controller_init, api,
+        )  # fmt: skip
+        for name, value in o._asdict().items():
+            if name != "device":
+                setattr(self, name, value)
+        mems = [memory_factory() for _ in range(1 if o.share_memory else o.num_layers)]
+        #: The pure memory (``init``/``step``) each layer runs.
+        self.pure_memory = mems[0]
+        reads = mems[0].read_size
+        self.controller_configs = [
+            controller(o.rnn_type, (o.input_size if layer == 0 else o.hidden_size) + reads, o.hidden_size,
+                       o.num_hidden_layers, o.bias, o.dropout, o.nonlinearity, o.controller_init)
+            for layer in range(o.num_layers)
+        ]  # fmt: skip
+        self.cell = memory_cell(self.controller_configs, mems[0] if o.share_memory else mems, o.input_size,
+                                o.output_size, o.clip)  # fmt: skip
+        self._eager_step = batched_step(self.cell, use_vmap=False)
+        self._compile_kwargs: dict[str, Any] = {}
+        self._compiled_step: Callable | None = None
+
+        init = self.cell.init_params()
+        self.controllers = nn.ModuleList(
+            Parameters({k.split(".", 2)[2]: v for k, v in init.items() if k.startswith(f"controllers.{layer}.")})
+            for layer in range(o.num_layers)
+        )
+        if o.independent_linears:
+            fields = mems[0].interface_fields
+            self.interfaces = nn.ModuleList(IndependentInterface(fields, o.hidden_size) for _ in range(o.num_layers))
+        else:
+            size = mems[0].interface_size
+            self.interfaces = nn.ModuleList(nn.Linear(o.hidden_size, size) for _ in range(o.num_layers))
+        self.output = nn.Linear(o.hidden_size + reads, o.output_size)
+        self.memories = [self.memory_view(self, layer) for layer in range(len(mems))]
+        self.to(o.device)
+
+    # -- parameters and steps ------------------------------------------------------------------
+
+    def step_params(self) -> dict[str, Tensor]:
+        """The parameters as the pure cell names them (independent interface linears fused).
+
+        Examples:
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8, independent_linears=True)
+            >>> rnn.step_params()["interfaces.0.weight"].shape  # the per-field linears, stacked
+            torch.Size([63, 8])
+        """
+        params = dict(self.named_parameters())
+        if self.independent_linears:
+            for layer, interface in enumerate(self.interfaces):
+                w, b = interface.fused(params, f"interfaces.{layer}.")
+                params[f"interfaces.{layer}.weight"], params[f"interfaces.{layer}.bias"] = w, b
+        return params
+
+    def compile(self, **kwargs: Any) -> None:  # type: ignore[override]
+        """Run the compiled batched step from now on (``torch.compile`` keyword arguments go to it).
+
+        Unlike ``nn.Module.compile`` this compiles the one-step function, not ``forward``: one
+        graph then serves every sequence length (a compiled time loop would unroll per length).
+
+        Examples:
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8)
+            >>> rnn.compile(dynamic=False)  # nothing is compiled until the first forward call
+            >>> rnn.use_compile
+            True
+        """
+        self.use_compile, self._compile_kwargs, self._compiled_step = True, kwargs, None
+
+    def _step(self) -> Callable:
+        if not self.use_compile:
+            return self._eager_step
+        if self._compiled_step is None:
+            self._compiled_step = batched_step(self.cell, compile=True, **self._compile_kwargs)
+        return self._compiled_step
+
+    # -- hidden state ----------------------------------------------------------------------------
+
+    def zero_state(self, batch_size: int, like: Tensor) -> CellState:
+        """The all-zero batched :class:`~memfn.cell.CellState` (``like``'s dtype and device)."""
+        one = self.cell.init_state(like.dtype, like.device)
+        nbytes = sum(t.numel() * t.element_size() for t in optree.tree_leaves(one)) * batch_size
+        ensure_fits(nbytes, f"the {type(self).__name__} state for a batch of {batch_size}", like.device)
+        return optree.tree_map(lambda t: batched(t, batch_size), one)
+
+    def initial_state(self, hx: Any, batch_size: int, reset_experience: bool, like: Tensor) -> CellState:
+        """The batched :class:`~memfn.cell.CellState` from a ``dnc``-style ``hx`` (either release's
+        layout, any part None)."""
+        return compat.cell_state(
+            hx, self.zero_state(batch_size, like), share_memory=self.share_memory, num_layers=self.num_layers,
+            reset_experience=reset_experience, check=checked_leaf,
+        )  # fmt: skip
+
+    # -- forward ---------------------------------------------------------------------------------
+
+    def _time_major(self, input: Any) -> tuple[Tensor, Tensor | None]:
+        """``(xs [T, B, I] contiguous, lengths [B] or None)`` from the input, checked."""
+        if isinstance(input, PackedSequence):
+            xs, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+            check_module_input(xs.transpose(0, 1) if self.batch_first else xs, self)
+        else:
+            check_module_input(input, self)
+            xs, lengths = (input.transpose(0, 1) if self.batch_first else input), None
+        # Contiguous: every step's slice then has the same strides whatever the sequence length (a
+        # compiled step guards on strides, so a strided view would recompile).
+        return xs.contiguous(), lengths
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Any = (None, None, None),
+        reset_experience: bool = False,
+        pass_through_memory: bool = True,
+    ):
+        """Run the network over a sequence: ``output, (controller_hidden, memory, read_vectors)[, debug]``.
+
+        Shapes: B batch, T time, N ``nr_cells``, W ``cell_size``, R ``read_heads``, H ``hidden_size``.
+
+        Args:
+            input: ``(B, T, input_size)`` if ``batch_first`` else ``(T, B, input_size)``, or a
+                ``PackedSequence`` (sequences of different lengths; padded steps leave the state alone).
+            hx: the hidden state a previous call returned, or ``None``/``(None, None, None)`` for
+                zeros; any of its three parts may be ``None`` (zeros), as may one layer's memory in a
+                list. The layout (either release's is accepted, whatever ``self.api``):
+
+                - ``controller_hidden``: a list with one entry per layer: ``(h, c)`` for LSTMs, ``h``
+                  for GRU/RNN, each ``(num_hidden_layers, B, hidden_size)``.
+                - ``memory``: a dict (release 1.1 with ``share_memory=True``), a list of one dict per
+                  layer (1.1, ``share_memory=False``) or a list with one dict per memory (2.0). The
+                  keys are the memory state's fields; for the DNC ``memory`` ``(B, N, W)``,
+                  ``link_matrix`` ``(B, 1, N, N)``, ``precedence`` ``(B, 1, N)``, ``read_weights``
+                  ``(B, R, N)``, ``write_weights`` ``(B, 1, N)``, ``usage_vector`` ``(B, N)``
+                  (SAM/SDNC: the fields of :class:`~memfn.SAMState` / :class:`~memfn.SDNCState`).
+                  Plain dicts or ``OrderedDict``s rebuilt by the caller (any key order) and the state
+                  NamedTuples are accepted.
+                - ``read_vectors``: ``(B, R * W)``, the last step's reads (fed to the controller at the
+                  first step of this call).
+            reset_experience: start from a zero memory whatever ``hx`` holds (the controller state and
+                read vectors in ``hx`` are still used).
+            pass_through_memory: if False, the memory is neither read nor written (the controller
+                runs alone); the read vectors fed on are zeros and the returned ones ``None`` (1.1)
+                or zeros (2.0).
+
+        Returns:
+            ``(output, hidden)``, or ``(output, hidden, debug)`` with ``debug=True``.
+                ``output``: the input's layout (``(B, T, output_size)`` if ``batch_first``, else
+                ``(T, B, output_size)``, or a ``PackedSequence``). ``hidden``: the new
+                ``(controller_hidden, memory, read_vectors)`` in this module's layout
+                (``self.api``), new tensors (the ``hx`` passed in is never mutated; SAM/SDNC's fast
+                path consumes it, see :func:`memfn.clone`). ``debug``: a dict keyed by ``debug_keys``
+                (DNC: ``memory``, ``link_matrix``, ``precedence``, ``read_weights``,
+                ``write_weights``, ``usage_vector``) of batch element 0's state after each
+                (time, layer) step as numpy arrays: for 1.1 one array ``(T * num_layers, features)``
+                per key (each view flattened), for 2.0 a list of 2-D arrays ``(rows, last axis)``
+                per key.
+
+        Examples:
+            >>> rnn = DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2, debug=True)
+            >>> out, (chx, mhx, rv), debug = rnn(torch.randn(2, 6, 4))
+            >>> tuple(out.shape), tuple(chx[0][0].shape), tuple(mhx["memory"].shape), tuple(rv.shape)
+            ((2, 6, 4), (2, 2, 8), (2, 5, 3), (2, 6))
+            >>> debug["usage_vector"].shape  # (T * num_layers, N)
+            (6, 5)
+            >>> out, hidden, _ = rnn(torch.randn(2, 3, 4), memfn.detach((chx, mhx, rv)), reset_experience=True)
+        """
+        xs, lengths = self._time_major(input)
+        state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
+        trace: list | None = [] if self.debug else None
+        kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
+        if trace is not None:
+            kwargs["trace"] = trace
+        ys, state = self.run_sequence(self.step_params(), state, xs, lengths, kwargs)
+        if lengths is not None:
+            output: Tensor | PackedSequence = pack_padded_sequence(ys, lengths, enforce_sorted=False)
+        else:
+            output = ys.transpose(0, 1) if self.batch_first else ys
+        hidden = compat.dnc_hidden(
+            state, api=self.api, share_memory=self.share_memory, pass_through_memory=pass_through_memory
+        )
+        if trace is None:
+            return output, hidden
+        if lengths is not None:
+            trace = padded(trace, int(lengths[0]), self.num_layers, self.share_memory)
+        return output, hidden, debug_record(trace, self.debug_view, self.debug_keys, self.api)
+
+    def run_sequence(
+        self, params: dict[str, Tensor], state: CellState, xs: Tensor, lengths: Tensor | None, kwargs: dict[str, Any]
+    ) -> tuple[Tensor, CellState]:
+        """Run the batched step over ``xs`` ``[T, B, I]`` from ``state`` (subclasses may pick a faster way)."""
+        # Debug views need every layer's state, so they run the eager step; the debug trace records
+        # states as they are computed, so it cannot be recomputed in segments either.
+        step = self._eager_step if self.debug else self._step()
+        every = None if self.debug else self.checkpoint_every
+        return run(step, params, state, xs, lengths, every, **kwargs)
+
+
+__all__ = ["MemoryNetwork"]

@@ -1,0 +1,37 @@
+"""Parameter containers of the shells, under pytorch-dnc's parameter names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Parameters(nn.Module):
+    """A flat group of parameters under their own names (``nn.LSTM``'s, for the controllers)."""
+
+    def __init__(self, params: dict[str, Tensor]) -> None:
+        super().__init__()
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+
+class IndependentInterface(nn.Module):
+    """pytorch-dnc's ``independent_linears=True``: one linear per interface field (``<field>_transform``).
+
+    One big linear is the same map with the field weights stacked; :meth:`fused` builds it, so the
+    pure step is the same either way."""
+
+    def __init__(self, fields: Sequence[tuple[str, int]], in_features: int) -> None:
+        super().__init__()
+        self.fields = [name for name, _ in fields]
+        for name, size in fields:
+            self.add_module(f"{name}_transform", nn.Linear(in_features, size))
+
+    def fused(self, params: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor]:
+        names = [f"{prefix}{f}_transform" for f in self.fields]
+        return (torch.cat([params[n + ".weight"] for n in names]), torch.cat([params[n + ".bias"] for n in names]))
+
+
+__all__ = ["IndependentInterface", "Parameters"]
