@@ -226,3 +226,37 @@ def test_argmax_sequences_longer_than_the_outputs_are_refused():
     with pytest.raises(UserError, match="scores at most 6 positions .* got sequences of 7 numbers"):
         check_lengths(task, types.SimpleNamespace(output_size=6), batches)
     check_lengths(task, types.SimpleNamespace(output_size=7), batches)
+
+
+# -- ahead-of-time compiled inference (AOTInductor) -----------------------------------------------
+
+
+@pytest.mark.slow  # AOTInductor compiles C++ (about a minute): CI runs it under -m slow
+def test_aot_package_runs_without_compiling_and_equals_eager(checkpoint, tmp_path, capsys):
+    package = tmp_path / "copy.pt2"
+    argv = [str(checkpoint), "--no-compile", "--batches", "2", "--batch-size", "3", "--seed", "4"]
+    assert main([*argv, "--save-outputs", str(tmp_path / "eager.pt"), "--aot", str(package)]) == 0
+    assert f"compiled the single step ahead of time into {package}" in capsys.readouterr().out
+    assert main(["--load", str(package), "--batches", "2", "--batch-size", "3", "--seed", "4",
+                 "--save-outputs", str(tmp_path / "aot.pt")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "(AOT; no compile)" in out and "sequences/s" in out
+    eager, aot = (torch.load(tmp_path / f, weights_only=True) for f in ("eager.pt", "aot.pt"))
+    torch.testing.assert_close(aot, eager, rtol=1e-5, atol=1e-5)
+    # The same length as the checkpoint's by default, and the metric of the eager run.
+    assert float(METRIC.search(out).group(1)) == pytest.approx(expected_metric(checkpoint, 2, 3, 3, 4), abs=1e-5)
+
+
+def test_load_needs_a_package_not_a_checkpoint(checkpoint, tmp_path, capsys):
+    assert main([]) == 2
+    assert "give a checkpoint or --load PACKAGE.pt2" in capsys.readouterr().err
+    assert main([str(checkpoint), "--load", str(tmp_path / "x.pt2")]) == 2
+    assert main(["--load", str(tmp_path / "missing.pt2")]) == 2
+    assert f"--load: no file at {tmp_path / 'missing.pt2'}" in capsys.readouterr().err
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    assert main(["--load", str(tmp_path / "junk.pt2")]) == 2
+    assert "is not an AOTInductor package" in capsys.readouterr().err
+    assert main(["--load", str(tmp_path / "junk.pt2"), "--no-compile"]) == 2
+    assert "--load runs a compiled package as it is" in capsys.readouterr().err
+    assert main([str(checkpoint), "--no-compile", "--aot", str(tmp_path / "step.zip")]) == 2
+    assert "an AOTInductor package is a .pt2 file" in capsys.readouterr().err

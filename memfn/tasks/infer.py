@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import sys
+import tempfile
 import time
 import warnings
+import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import optree
 import torch
+import torch._inductor
 from torch import Tensor, nn
 
 from memfn.addressing import aten_decompositions
@@ -166,13 +171,19 @@ def run_inference(model: MemoryNetwork, task: Task, batches: list[Batch], compil
     model.eval()
     model.use_compile = bool(compile)
     device = next(model.parameters()).device
+    return run_inference_with(lambda x: model(x.to(device), None, reset_experience=True)[0], task, batches)
+
+
+def run_inference_with(run: Callable[[Tensor], Tensor], task: Task, batches: list[Batch]) -> Inference:
+    """Time ``run`` (inputs ``(B, T, I)`` -> outputs ``(B, T, O)``) over the batches as
+    :func:`run_inference` does: the first batch untimed, a short last batch padded."""
     size = batches[0].inputs.shape[0]
 
     def forward(inputs: Tensor) -> Tensor:
         n = inputs.shape[0]
         if n < size:
             inputs = torch.cat([inputs, inputs.new_zeros(size - n, *inputs.shape[1:])])
-        return model(inputs.to(device), None, reset_experience=True)[0][:n].cpu()
+        return run(inputs)[:n].cpu()
 
     with torch.no_grad():
         start = time.perf_counter()
@@ -241,10 +252,17 @@ def export_step(net: MemoryNetwork, example_batch: int = 2) -> torch.export.Expo
         program = torch.export.export(module, (x, state), dynamic_shapes=({0: batch}, tuple({0: batch} for _ in state)))
     table = torch.export.default_decompositions()
     table.update(aten_decompositions())
-    with warnings.catch_warnings():
-        # torch 2.13's run_decompositions deep-copies its tree specs through a deprecated isinstance check.
-        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    with _quiet_treespec_deprecation():
         return program.run_decompositions(table)
+
+
+@contextlib.contextmanager
+def _quiet_treespec_deprecation() -> Iterator[None]:
+    """torch 2.13 deep-copies exported programs' tree specs (in run_decompositions, and in
+    AOTInductor's compile) through its own deprecated ``isinstance`` check: not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+        yield
 
 
 def _batched(leaves: tuple[Tensor, ...], batch_size: int) -> tuple[Tensor, ...]:
@@ -252,32 +270,35 @@ def _batched(leaves: tuple[Tensor, ...], batch_size: int) -> tuple[Tensor, ...]:
 
 
 class ExportedStep(NamedTuple):
-    """An exported step read back by :func:`load_step`: the program and how to feed it."""
+    """A step read back by :func:`load_step` (``torch.export``) or :func:`load_aot` (AOTInductor):
+    ``step(x, state) -> (y, state)`` and how to feed it."""
 
-    program: torch.export.ExportedProgram
+    step: Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
     input_size: int
     output_size: int
     state_names: tuple[str, ...]
     initial_leaves: tuple[Tensor, ...]  # one example's initial state, in ``state_names`` order
     config: dict  # the training options of the checkpoint it came from (may be empty)
+    program: torch.export.ExportedProgram | None = None  # the torch.export program (not for AOT packages)
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
         return _batched(self.initial_leaves, batch_size)
 
     def run(self, inputs: Tensor) -> Tensor:
         """Outputs ``(B, T, output_size)`` of the exported step over ``inputs`` ``(B, T, input_size)``."""
-        step = self.program.module()
+        step = self.step
         state = self.initial_state(inputs.shape[0])
         outputs = []
         with torch.no_grad():
             for t in range(inputs.shape[1]):
-                y, state = step(inputs[:, t], state)
+                # Contiguous: an AOTInductor runner assumes the strides it was compiled for.
+                y, state = step(inputs[:, t].contiguous(), state)
                 outputs.append(y)
         return torch.stack(outputs, dim=1)
 
 
-def save_step(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
-    """Export ``net``'s step (:func:`export_step`) to ``path`` with its sizes and state layout."""
+def _step_record(net: MemoryNetwork, config: dict | None) -> str:
+    """The JSON stored beside an exported or AOT-compiled step: sizes, state layout, initial state."""
     module = StepModule(net)
     initial = io.BytesIO()
     torch.save([t.cpu() for t in module.initial_leaves], initial)
@@ -290,10 +311,23 @@ def save_step(net: MemoryNetwork, path: str | Path, config: dict | None = None) 
         # zlib: the initial memory is mostly zeros.
         "initial_state": base64.b64encode(zlib.compress(initial.getvalue())).decode("ascii"),
     }
+    return json.dumps(meta, default=str)
+
+
+def _step_from_record(step: Callable, record: str, program: Any = None) -> ExportedStep:
+    meta = json.loads(record)
+    initial = zlib.decompress(base64.b64decode(meta["initial_state"]))
+    leaves = tuple(torch.load(io.BytesIO(initial), weights_only=True))
+    return ExportedStep(step, meta["input_size"], meta["output_size"], tuple(meta["state_names"]), leaves,
+                        meta["config"], program)  # fmt: skip
+
+
+def save_step(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
+    """Export ``net``'s step (:func:`export_step`) to ``path`` with its sizes and state layout."""
     path = Path(path)
     program = export_step(net)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, path, extra_files={EXPORT_META: json.dumps(meta, default=str)})
+    torch.export.save(program, path, extra_files={EXPORT_META: _step_record(net, config)})
     return path
 
 
@@ -301,11 +335,55 @@ def load_step(path: str | Path) -> ExportedStep:
     """Read a step written by :func:`save_step` (or ``infer.py --export``)."""
     extra = {EXPORT_META: ""}
     program = torch.export.load(path, extra_files=extra)
-    meta = json.loads(extra[EXPORT_META])
-    initial = zlib.decompress(base64.b64decode(meta["initial_state"]))
-    leaves = tuple(torch.load(io.BytesIO(initial), weights_only=True))
-    return ExportedStep(program, meta["input_size"], meta["output_size"], tuple(meta["state_names"]), leaves,
-                        meta["config"])  # fmt: skip
+    return _step_from_record(program.module(), extra[EXPORT_META], program)
+
+
+def save_aot(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
+    """Compile ``net``'s exported step ahead of time with AOTInductor into the package ``path`` (``.pt2``).
+
+    The package holds native code for this machine's CPU (or GPU) and memfn's record (sizes, state
+    layout, training options) as an extra file; :func:`load_aot` runs it with no compile at start-up.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise UserError(f"--aot: an AOTInductor package is a .pt2 file, got {path}")
+    program = export_step(net)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        built = Path(folder) / path.name
+        with _quiet_treespec_deprecation():
+            torch._inductor.aoti_compile_and_package(program, package_path=str(built))
+        _with_extra_file(built, path, EXPORT_META, _step_record(net, config))
+    return path
+
+
+def _with_extra_file(source: Path, target: Path, name: str, text: str) -> None:
+    """Copy the package ``source`` to ``target`` with ``text`` added as the extra file ``name``
+    (``<archive>/extra/<name>``, where torch's own packages keep extra files)."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as out:
+        names = src.namelist()
+        for item in names:
+            out.writestr(src.getinfo(item), src.read(item))
+        out.writestr(f"{names[0].split('/', 1)[0]}/extra/{name}", text)
+
+
+def load_aot(path: str | Path) -> ExportedStep:
+    """Read a package written by :func:`save_aot` (or ``infer.py --aot``); its step runs compiled code.
+
+    The package's native code is run as it is: load only packages you built (as for any ``.so``).
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = [n for n in archive.namelist() if n.endswith(f"/extra/{EXPORT_META}")]
+            if not records:
+                raise UserError(f"--load: {path} is not a memfn AOT package (no {EXPORT_META}; write one with --aot)")
+            record = archive.read(records[0]).decode()
+    except FileNotFoundError:
+        raise UserError(f"--load: no file at {path}") from None
+    except zipfile.BadZipFile:
+        raise UserError(f"--load: {path} is not an AOTInductor package (.pt2 written by --aot)") from None
+    return _step_from_record(torch._inductor.aoti_load_package(str(path)), record)
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -317,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a model trained by tasks/*_task.py on task data (compiled) and report its metric and "
         "throughput; optionally export its single step with torch.export.",
     )
-    p.add_argument("checkpoint", help="a checkpoint written by a task script (--checkpoint-dir), or its directory")
+    p.add_argument("checkpoint", nargs="?", help="a checkpoint written by a task script (--checkpoint-dir), or its "
+                   "directory (not with --load)")  # fmt: skip
     p.add_argument("--inputs", metavar="FILE.pt", help="a tensor (batch, time, input_size) saved with torch.save, "
                    "instead of generated data (the task's targets follow from its inputs)")  # fmt: skip
     p.add_argument("--batches", type=int, default=10, help="generated batches (default 10)")
@@ -325,6 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=None, help="generated sequence length (default: the checkpoint's)")
     p.add_argument("--no-compile", action="store_true", help="run the eager step instead of the compiled one")
     p.add_argument("--export", metavar="PATH", help="write the single step here (torch.export, .pt2)")
+    p.add_argument("--aot", metavar="PATH.pt2", help="compile the single step ahead of time (AOTInductor) into "
+                   "this package, for --load")  # fmt: skip
+    p.add_argument("--load", metavar="PATH.pt2", help="run a package written by --aot instead of a checkpoint: "
+                   "no compile at start-up")  # fmt: skip
     p.add_argument("--save-outputs", metavar="FILE.pt", help="save the outputs (batch, time, output_size) here")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default 0)")
     p.add_argument("--cuda", type=int, default=-1, help="GPU id, -1 for CPU (default)")
@@ -338,9 +421,17 @@ def infer(args: argparse.Namespace) -> Inference:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    for option in ("save_outputs", "export"):  # fail before the run, not after it
+    if (args.checkpoint is None) == (args.load is None):
+        raise UserError("give a checkpoint or --load PACKAGE.pt2 (one of them)")
+    if args.load and (args.export or args.aot or args.no_compile or args.cuda >= 0):
+        raise UserError(
+            "--load runs a compiled package as it is: --export, --aot, --no-compile and --cuda need a checkpoint"
+        )
+    for option in ("save_outputs", "export", "aot"):  # fail before the run, not after it
         if getattr(args, option):
             _write(f"--{option.replace('_', '-')}", getattr(args, option), lambda p: None)
+    if args.load:
+        return infer_packaged(args)
     torch.set_num_threads(args.threads)
     loaded = load(args.checkpoint, args.cuda)
     model, task = loaded.model, loaded.task
@@ -362,9 +453,46 @@ def infer(args: argparse.Namespace) -> Inference:
     if args.save_outputs:
         _write("--save-outputs", args.save_outputs, lambda p: torch.save(torch.cat(result.outputs), p))
         print(f"outputs saved to {args.save_outputs}")
+    config = {**vars(loaded.args), "max_length": loaded.max_length}
     if args.export:
-        _write("--export", args.export, lambda p: save_step(model, p, vars(loaded.args)))
+        _write("--export", args.export, lambda p: save_step(model, p, config))
         print(f"exported the single step to {args.export} (load it with memfn.tasks.infer.load_step)")
+    if args.aot:
+        start = time.perf_counter()
+        _write("--aot", args.aot, lambda p: save_aot(model, p, config))
+        print(f"compiled the single step ahead of time into {args.aot} in {time.perf_counter() - start:.1f} s "
+              f"(run it with: infer.py --load {args.aot})")  # fmt: skip
+    return result
+
+
+def infer_packaged(args: argparse.Namespace) -> Inference:
+    """``--load``: the task and sizes from the package's record, then the same run and report."""
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    step = load_aot(args.load)
+    loaded_in = time.perf_counter() - start
+    config = step.config
+    if config.get("task") not in TASKS:
+        raise UserError(f"--load: {args.load} names no known task (task={config.get('task')!r})")
+    task = TASKS[config["task"]](step.input_size)
+    if args.inputs:
+        batches = file_batches(task, args.inputs, args.batch_size)
+    else:
+        length = args.length or config.get("max_length") or config.get("sequence_max_length")
+        batches = generated_batches(task, args.batches, args.batch_size, int(length), args.seed)
+    if task.name == "argmax" and max(b.length for b in batches) > step.output_size:
+        raise UserError(f"argmax: this model scores at most {step.output_size} positions, got longer sequences")
+    print(f"package: {args.load} ({config.get('task')} task, {config.get('memory_type')} memory), loaded in "
+          f"{loaded_in:.2f} s")  # fmt: skip
+    result = run_inference_with(step.run, task, batches)
+    steps = batches[0].inputs.shape[1]
+    print(f"start-up: {loaded_in + result.warmup_seconds:.2f} s to the first batch's outputs (AOT; no compile)")
+    print(f"{task.metric_name} {result.metric:.6g}")
+    print(f"sequences/s {result.sequences_per_second:.1f} (AOT; {result.sequences} sequences of {steps} steps "
+          f"in {result.seconds:.3f} s)")  # fmt: skip
+    if args.save_outputs:
+        _write("--save-outputs", args.save_outputs, lambda p: torch.save(torch.cat(result.outputs), p))
+        print(f"outputs saved to {args.save_outputs}")
     return result
 
 
