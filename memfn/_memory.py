@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
 from memfn._validation import check_same_dtype, check_state
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Memory(NamedTuple):
@@ -79,7 +81,7 @@ def checked_memory(
     return Memory(init, checked_step, interface_size, read_size, interface_fields, config, check)
 
 
-def unchecked(step: Callable[..., Any]) -> Callable[..., Any]:
+def unchecked(step: F) -> F:
     """The step a checked ``step`` wraps (what runs every time step after one check at the boundary);
     any other function (a user's own, or one replacing a checked step) as it is."""
     return getattr(step, "unchecked", step)
