@@ -7,7 +7,7 @@ A *view* is a dict of one example's tensors (no batch axis) named by pytorch-dnc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import optree
 from torch import Tensor
@@ -17,11 +17,12 @@ from memfn.sparse import addressing as S
 from memfn.sparse import usage
 
 View = Callable[[Any], dict[str, Tensor]]
+T = TypeVar("T")
 
 
 def fields_view(state: Any) -> dict[str, Tensor]:
     """The state's own fields (the DNC's debug keys are its state's fields)."""
-    return state._asdict()
+    return cast(dict[str, Tensor], state._asdict())
 
 
 def sparse_view(state: Any) -> dict[str, Tensor]:
@@ -49,7 +50,7 @@ def sparse_view(state: Any) -> dict[str, Tensor]:
     return view
 
 
-def padded(trace: list, length: int, num_layers: int, share_memory: bool) -> list:
+def padded(trace: list[T], length: int, num_layers: int, share_memory: bool) -> list[T]:
     """The trace of a packed batch with element 0's steps past its ``length`` showing its final state.
 
     The trace holds each step's states before padded steps are masked out, so past that length it

@@ -78,7 +78,7 @@ def donate(tensor: Tensor) -> Tensor:
     if storage is not None:  # taken: no state owns it until the call hands it over
         setattr(storage, OWNER, _NOBODY)
     with torch.no_grad():
-        tensor.set_()
+        tensor.set_()  # type: ignore[call-overload]  # torch's stubs lack set_()'s no-argument form
     tensor._memfn_donated = True  # type: ignore[attr-defined]
     return buffer
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
 from memfn._validation import check_same_dtype, check_state
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Memory(NamedTuple):
@@ -60,7 +62,7 @@ def checked_memory(
     """A :class:`Memory` whose public ``step`` checks the state it is given against ``init``'s (one
     example's state on the meta device, built once), then runs ``step``. ``extra_check(state, name)``
     adds a memory's own rule (the sparse memories': no consumed buffer)."""
-    expected: list = []
+    expected: list[Any] = []
 
     def check(state: Any, batch_shape: tuple[int, ...] | None = None, name: str = "state") -> None:
         if not expected:
@@ -79,7 +81,7 @@ def checked_memory(
     return Memory(init, checked_step, interface_size, read_size, interface_fields, config, check)
 
 
-def unchecked(step: Callable) -> Callable:
+def unchecked(step: F) -> F:
     """The step a checked ``step`` wraps (what runs every time step after one check at the boundary);
     any other function (a user's own, or one replacing a checked step) as it is."""
     return getattr(step, "unchecked", step)

@@ -18,7 +18,7 @@ LAZY_ZEROS_BYTES = 1 << 22
 #: that version holds only zeros, so a batch of it can be lazily zero-filled too (see
 #: :func:`batched_zeros_like`). A registry, not an attribute on the tensor: it cannot be copied
 #: along by accident, and a write (which bumps ``_version``) takes a tensor out of it.
-_LAZY: dict[int, tuple[weakref.ref, int]] = {}  # id -> (the tensor, weakly; its version) (tensors
+_LAZY: dict[int, tuple[weakref.ref[Tensor], int]] = {}  # id -> (the tensor, weakly; its version) (tensors
 # cannot be weak dict keys: their == is elementwise)
 
 

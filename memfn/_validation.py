@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -18,7 +18,7 @@ def positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 def probability(name: str, value: Any) -> float:
     """Return ``value`` as a float in ``[0, 1)``, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= cast(float, value) < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     return float(value)
 
@@ -28,7 +28,7 @@ def one_of(name: str, value: Any, accepted: Iterable[str]) -> str:
     accepted = tuple(accepted)
     if value not in accepted:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}")
-    return value
+    return cast(str, value)
 
 
 # -- states at the boundary of the pure API ---------------------------------------------------------
@@ -136,7 +136,7 @@ def check_state(state: Any, expected: Any, name: str = "state", batch_shape: tup
             )
 
 
-def check_params(params: Any, expected: dict, dtype: Any = None, device: Any = None) -> None:
+def check_params(params: Any, expected: dict[str, Any], dtype: Any = None, device: Any = None) -> None:
     """Raise unless ``params`` has every name of ``expected`` with its shape (and ``dtype``/``device``)."""
     import torch
 

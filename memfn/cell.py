@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import optree
 import torch
@@ -78,7 +78,12 @@ class Cell(NamedTuple):
     check: Callable[..., None] | None = None
 
 
-def _linear_init(out_f: int, in_f: int, generator, dtype, device) -> tuple[Tensor, Tensor]:
+T = TypeVar("T")
+
+
+def _linear_init(
+    out_f: int, in_f: int, generator: torch.Generator | None, dtype: torch.dtype, device: torch.device | str | None
+) -> tuple[Tensor, Tensor]:
     # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
     bound = 1.0 / math.sqrt(in_f)
     w = torch.empty(out_f, in_f, dtype=dtype, device=device).uniform_(-bound, bound, generator=generator)
@@ -86,7 +91,7 @@ def _linear_init(out_f: int, in_f: int, generator, dtype, device) -> tuple[Tenso
     return w, b
 
 
-def _as_tuple(x: Any, kind: type) -> tuple[tuple, bool]:
+def _as_tuple(x: Any, kind: type[T]) -> tuple[tuple[T, ...], bool]:
     """``(items, was_single)``: accept one ``kind`` or a sequence of them."""
     if isinstance(x, kind):
         return (x,), True
@@ -134,13 +139,13 @@ def memory_cell(
     top_reads = layer_mems[-1].read_size
     for l, ctrl in enumerate(ctrls):
         if l == 0:
-            expected, what = i_size + top_reads, f"input_size + memory.read_size = {i_size} + {top_reads}"
+            needed, what = i_size + top_reads, f"input_size + memory.read_size = {i_size} + {top_reads}"
         else:
             below = ctrls[l - 1].output_size + layer_mems[l - 1].read_size
-            expected, what = below, f"the layer below's hidden + reads = {below}"
-        if ctrl.input_size != expected:
+            needed, what = below, f"the layer below's hidden + reads = {below}"
+        if ctrl.input_size != needed:
             name = "controller" if single_ctrl else f"controller[{l}]"
-            raise ValueError(f"{name}.input_size must be {what} = {expected}, got {ctrl.input_size}")
+            raise ValueError(f"{name}.input_size must be {what} = {needed}, got {ctrl.input_size}")
     features = ctrls[-1].output_size + top_reads
     o_size = features if output_size is None else positive_int("output_size", output_size)
     if clip is not None and (
@@ -149,7 +154,11 @@ def memory_cell(
         raise ValueError(f"clip must be a number >= 0 (0: no clipping) or None, got {clip!r}")
     prefixes = [f"controllers.{l}." for l in range(layers)]
 
-    def init_params(generator: torch.Generator | None = None, dtype=None, device=None) -> Params:
+    def init_params(
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> Params:
         dtype = default_dtype(dtype)
         params: Params = {}
         for l, (ctrl, mem) in enumerate(zip(ctrls, layer_mems)):
@@ -161,7 +170,7 @@ def memory_cell(
             params.update({"output.weight": w, "output.bias": b})
         return params
 
-    def init_state(dtype=None, device=None) -> CellState:
+    def init_state(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> CellState:
         dtype = default_dtype(dtype)
         cstates = tuple(c.init_state(dtype, device) for c in ctrls)
         mstates = tuple(m.init(dtype, device) for m in mems)
@@ -194,7 +203,7 @@ def memory_cell(
         mstates = (state.memory,) if shared else state.memory
         if not shared and (not isinstance(mstates, (tuple, list)) or len(mstates) != len(mems)):
             raise TypeError(f"state.memory must be a tuple of {len(mems)} memory states (one per layer)")
-        parts = [("state.controller", state.controller)]
+        parts: list[tuple[str, Any]] = [("state.controller", state.controller)]
         for i, (mem, mstate) in enumerate(zip(mems, mstates)):
             if mem.check is not None:  # (the fast path's engine memories check their own state)
                 name = "state.memory" if shared else f"state.memory[{i}]"
@@ -214,7 +223,7 @@ def memory_cell(
         x: Tensor,
         training: bool = False,
         pass_through_memory: bool = True,
-        trace: list | None = None,
+        trace: list[Any] | None = None,
     ) -> tuple[Tensor, CellState]:
         """The cell's step after checking ``params`` and ``state`` (see :class:`Cell`)."""
         check(params, state)
@@ -226,11 +235,11 @@ def memory_cell(
         x: Tensor,
         training: bool = False,
         pass_through_memory: bool = True,
-        trace: list | None = None,
+        trace: list[Any] | None = None,
     ) -> tuple[Tensor, CellState]:
         cstates = (state.controller,) if single_ctrl else state.controller
         mstates = [state.memory] if shared else list(state.memory)
-        new_cstates = []
+        new_cstates: list[Any] = []
         inp = torch.cat([x, state.read_vectors], -1)
         for l, (ctrl, mem) in enumerate(zip(ctrls, layer_mems)):
             n = len(prefixes[l])
@@ -273,7 +282,9 @@ def batch_state(state: Any, batch_size: int) -> Any:
     return optree.tree_map(lambda t: t.unsqueeze(0).expand(batch_size, *t.shape).clone(), state)
 
 
-def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **compile_kwargs: Any) -> Callable:
+def batched_step(
+    cell: Cell, *, compile: bool = False, use_vmap: bool = True, **compile_kwargs: Any
+) -> Callable[..., tuple[Tensor, Any]]:
     """``(params, state[B], x[B], **step_kwargs) -> (y[B], state[B])``: the step batched over examples.
 
     ``use_vmap=True`` batches with ``torch.func.vmap`` (parameters shared, ``randomness="different"``
@@ -293,7 +304,7 @@ def batched_step(cell: Cell, *, compile: bool = False, use_vmap: bool = True, **
 
     one_step = unchecked(cell.step)  # checked once by run(), not every step
 
-    def fn(params: Params, state: CellState, x: Tensor, **step_kwargs: Any):
+    def fn(params: Params, state: CellState, x: Tensor, **step_kwargs: Any) -> tuple[Tensor, CellState]:
         if not use_vmap:
             return one_step(params, state, x, **step_kwargs)
         return torch.func.vmap(lambda s, xx: one_step(params, s, xx, **step_kwargs), randomness="different")(state, x)
@@ -328,7 +339,7 @@ def _where(mask: Tensor, new: Any, old: Any) -> Any:
 
 
 def run(
-    step: Callable,
+    step: Callable[..., tuple[Tensor, Any]],
     params: Params,
     state: Any,
     inputs: Tensor,
@@ -367,7 +378,7 @@ def run(
     if not checkpoint_every or not torch.is_grad_enabled():
         return _run_segment(step, params, state, inputs, lengths, 0, step_kwargs)
     k = positive_int("checkpoint_every", checkpoint_every)
-    outputs = []
+    outputs: list[Tensor] = []
     for start in range(0, inputs.shape[0], k):
         ys, state = torch.utils.checkpoint.checkpoint(
             _run_segment, step, params, state, inputs[start : start + k], lengths, start, step_kwargs,
@@ -391,8 +402,16 @@ def check_inputs(inputs: Any, cell: Cell | None, lengths: Tensor | None = None) 
         raise ValueError(f"lengths must be a tensor [B] = [{inputs.shape[1]}], got {shape}")
 
 
-def _run_segment(step, params, state, inputs, lengths, offset: int, step_kwargs: dict) -> tuple[Tensor, Any]:
-    outputs = []
+def _run_segment(
+    step: Callable[..., tuple[Tensor, Any]],
+    params: Params,
+    state: Any,
+    inputs: Tensor,
+    lengths: Tensor | None,
+    offset: int,
+    step_kwargs: dict[str, Any],
+) -> tuple[Tensor, Any]:
+    outputs: list[Tensor] = []
     for t in range(inputs.shape[0]):
         y, new_state = step(params, state, inputs[t], **step_kwargs)
         if lengths is not None:

@@ -26,7 +26,8 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from types import FrameType
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ API_VERSIONS = ("1.1", "2.0")
 
 #: A checker of one state leaf: ``(name, given, expected_zero) -> tensor to use``.
 LeafCheck = Callable[[str, Any, Tensor], Tensor]
+StateT = TypeVar("StateT", bound=NamedTuple)  # a memory state NamedTuple
 
 
 class _NotGiven:
@@ -93,6 +95,7 @@ _warned_devices: set[str] = set()
 def _caller_level() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside memfn (the user's line)."""
     package = os.path.dirname(os.path.abspath(__file__))
+    frame: FrameType | None
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
         frame, level = frame.f_back, level + 1
@@ -156,7 +159,7 @@ def memory_dict(state: NamedTuple) -> dict[str, Tensor]:
 
 def dnc_hidden(
     state: CellState, *, api: str, share_memory: bool, pass_through_memory: bool = True
-) -> tuple[list, Any, Tensor | None]:
+) -> tuple[list[tuple[Tensor, Tensor] | Tensor], Any, Tensor | None]:
     """``(controller_hidden, memory, read_vectors)`` in the layout of pytorch-dnc ``api``.
 
     ``controller_hidden``: one entry per layer, ``(h, c)`` for LSTMs, each ``(num_hidden_layers, B, H)``
@@ -188,7 +191,7 @@ def _is_state(value: Any) -> bool:
 # -- pytorch-dnc hidden state -> memfn state ------------------------------------------------------
 
 
-def memory_state(name: str, given: Any, zero: NamedTuple, check: LeafCheck) -> NamedTuple:
+def memory_state(name: str, given: Any, zero: StateT, check: LeafCheck) -> StateT:
     """One memory's state from a mapping with its keys (or its NamedTuple, or None: zeros).
 
     Examples:
@@ -207,7 +210,8 @@ def memory_state(name: str, given: Any, zero: NamedTuple, check: LeafCheck) -> N
     missing = [k for k in cls._fields if k not in given]
     if missing:
         raise ValueError(f"{name} is missing keys {missing}; a memory state has keys {list(cls._fields)}")
-    return cls(*(check(f"{name}[{k!r}]", given[k], z) for k, z in zip(cls._fields, zero)))
+    build: Callable[..., StateT] = cls  # the NamedTuple's own constructor
+    return build(*(check(f"{name}[{k!r}]", given[k], z) for k, z in zip(cls._fields, zero)))
 
 
 def _memory_states(given: Any, zero: Any, share_memory: bool, num_layers: int, check: LeafCheck) -> Any:

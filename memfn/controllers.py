@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -150,7 +150,7 @@ def _make(
         bound = 1.0 / math.sqrt(h_size)
         params: Params = {}
         for k in range(layers):
-            shapes = {
+            shapes: dict[str, tuple[int, ...]] = {
                 f"weight_ih_l{k}": (gates * h_size, i_size if k == 0 else h_size),
                 f"weight_hh_l{k}": (gates * h_size, h_size),
             }
@@ -164,19 +164,22 @@ def _make(
                 _make_memoryless(params, k, h_size, forget_gate)
         return params
 
-    def init_state(dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+    def init_state(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> LSTMState | RNNState:
         h = torch.zeros(layers, h_size, dtype=default_dtype(dtype), device=device)
         return LSTMState(h, torch.zeros_like(h)) if kind == "lstm" else RNNState(h)
 
-    def step(params: Params, state, x: Tensor, training: bool = False):
-        hs, cs = [], []
+    def step(
+        params: Params, state: LSTMState | RNNState, x: Tensor, training: bool = False
+    ) -> tuple[Tensor, LSTMState | RNNState]:
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
         inp = x
         for k in range(layers):
             if k > 0 and training and p_drop > 0:
                 inp = F.dropout(inp, p_drop, training=True)
             h = state.h[..., k, :]
             if kind == "lstm":
-                h, c = _lstm_layer(params, k, inp, h, state.c[..., k, :])
+                h, c = _lstm_layer(params, k, inp, h, cast(LSTMState, state).c[..., k, :])
                 cs.append(c)
             elif kind == "gru":
                 h = _gru_layer(params, k, inp, h)

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
 #: At most this many cells are drawn per panel: beyond it, the cells the sequence touched most.
 MAX_CELLS = 64
@@ -42,7 +48,7 @@ class MemoryViews:
         """The last step's link matrix ``[N, N]`` (the SDNC's sparse rows spread out densely)."""
         if "link_matrix" not in debug:
             return None
-        values = np.asarray(debug["link_matrix"], dtype=float)[-1]
+        values: np.ndarray = np.asarray(debug["link_matrix"], dtype=float)[-1]
         if "link_positions" not in debug:
             return values.reshape(self.cells, self.cells)
         dense = np.zeros((self.cells, self.cells))
@@ -58,7 +64,7 @@ class MemoryViews:
         return np.sort(np.argsort(-activity, kind="stable")[:MAX_CELLS])
 
 
-def memory_figure(debug: Mapping[str, np.ndarray], title: str = ""):
+def memory_figure(debug: Mapping[str, np.ndarray], title: str = "") -> Figure:
     """A ``matplotlib`` figure from a ``debug=True`` dictionary: usage, write and read weightings
     over the steps, the memory contents and (DNC, SDNC) the link matrix at the last step.
 
@@ -74,14 +80,14 @@ def memory_figure(debug: Mapping[str, np.ndarray], title: str = ""):
     fig = Figure(figsize=(4.2 * panels, 4.2))
     axes = fig.subplots(1, panels)
 
-    def heat(ax, image, title, xlabel, ylabel, bar, **kw):
+    def heat(ax: Axes, image: np.ndarray, title: str, xlabel: str, ylabel: str, bar: str, **kw: Any) -> AxesImage:
         shown = ax.imshow(image, aspect="auto", interpolation="nearest", **kw)
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(shown, ax=ax, fraction=0.046).set_label(bar)
         return shown
 
-    def cell_ticks(ax, axis="y"):
+    def cell_ticks(ax: Axes, axis: str = "y") -> None:
         ticks = np.linspace(0, len(cells) - 1, min(len(cells), 8)).round().astype(int)
         getattr(ax, f"set_{axis}ticks")(ticks, [str(c) for c in cells[ticks]])
 
@@ -138,7 +144,7 @@ def plot_training_curve(
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -12,7 +12,7 @@ moves everything; the hidden state passed in is never mutated.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optree
 import torch
@@ -32,6 +32,9 @@ from memfn.nn._options import network_options
 from memfn.nn._parameters import IndependentInterface, Parameters
 from memfn.nn._views import MemoryView
 
+if TYPE_CHECKING:
+    from optree import PyTree
+
 
 class MemoryNetwork(nn.Module):
     """What the DNC, SAM and SDNC shells share; a subclass passes the factory of its memory.
@@ -47,6 +50,27 @@ class MemoryNetwork(nn.Module):
     debug_view: View = staticmethod(fields_view)
     #: The class of ``self.memories[i]``.
     memory_view: type = MemoryView
+
+    # Set in __init__ from the checked options (:class:`~memfn.nn._options.NetworkOptions`, but ``device``).
+    input_size: int
+    hidden_size: int
+    rnn_type: str
+    num_layers: int
+    num_hidden_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    nonlinearity: str
+    gpu_id: int
+    independent_linears: bool
+    share_memory: bool  # type: ignore[assignment]  # pytorch-dnc's attribute shadows nn.Module.share_memory()
+    debug: bool
+    clip: float
+    output_size: int
+    use_compile: bool
+    checkpoint_every: int | None
+    controller_init: str
+    api: str
 
     def __init__(
         self,
@@ -97,7 +121,7 @@ class MemoryNetwork(nn.Module):
                                 o.output_size, o.clip)  # fmt: skip
         self._eager_step = batched_step(self.cell, use_vmap=False)
         self._compile_kwargs: dict[str, Any] = {}
-        self._compiled_step: Callable | None = None
+        self._compiled_step: Callable[..., tuple[Tensor, Any]] | None = None
 
         init = self.cell.init_params()
         self.controllers = nn.ModuleList(
@@ -124,14 +148,14 @@ class MemoryNetwork(nn.Module):
             >>> rnn.step_params()["interfaces.0.weight"].shape  # the per-field linears, stacked
             torch.Size([63, 8])
         """
-        params = dict(self.named_parameters())
+        params: dict[str, Tensor] = dict(self.named_parameters())
         if self.independent_linears:
             for layer, interface in enumerate(self.interfaces):
-                w, b = interface.fused(params, f"interfaces.{layer}.")
+                w, b = cast(IndependentInterface, interface).fused(params, f"interfaces.{layer}.")
                 params[f"interfaces.{layer}.weight"], params[f"interfaces.{layer}.bias"] = w, b
         return params
 
-    def compile(self, **kwargs: Any) -> None:  # type: ignore[override]
+    def compile(self, **kwargs: Any) -> None:
         """Run the compiled batched step from now on (``torch.compile`` keyword arguments go to it).
 
         Unlike ``nn.Module.compile`` this compiles the one-step function, not ``forward``: one
@@ -145,7 +169,7 @@ class MemoryNetwork(nn.Module):
         """
         self.use_compile, self._compile_kwargs, self._compiled_step = True, kwargs, None
 
-    def _step(self) -> Callable:
+    def _step(self) -> Callable[..., tuple[Tensor, Any]]:
         if not self.use_compile:
             return self._eager_step
         if self._compiled_step is None:
@@ -156,10 +180,10 @@ class MemoryNetwork(nn.Module):
 
     def zero_state(self, batch_size: int, like: Tensor) -> CellState:
         """The all-zero batched :class:`~memfn.cell.CellState` (``like``'s dtype and device)."""
-        one = self.cell.init_state(like.dtype, like.device)
+        one = cast("PyTree[Tensor]", self.cell.init_state(like.dtype, like.device))
         nbytes = sum(t.numel() * t.element_size() for t in optree.tree_leaves(one)) * batch_size
         ensure_fits(nbytes, f"the {type(self).__name__} state for a batch of {batch_size}", like.device)
-        return optree.tree_map(lambda t: batched(t, batch_size), one)
+        return cast(CellState, optree.tree_map(lambda t: batched(t, batch_size), one))
 
     def initial_state(self, hx: Any, batch_size: int, reset_experience: bool, like: Tensor) -> CellState:
         """The batched :class:`~memfn.cell.CellState` from a ``dnc``-style ``hx`` (either release's
@@ -189,7 +213,7 @@ class MemoryNetwork(nn.Module):
         hx: Any = (None, None, None),
         reset_experience: bool = False,
         pass_through_memory: bool = True,
-    ):
+    ) -> tuple[Tensor | PackedSequence, Any] | tuple[Tensor | PackedSequence, Any, dict[str, Any]]:
         """Run the network over a sequence: ``output, (controller_hidden, memory, read_vectors)[, debug]``.
 
         Shapes: B batch, T time, N ``nr_cells``, W ``cell_size``, R ``read_heads``, H ``hidden_size``.
@@ -243,7 +267,7 @@ class MemoryNetwork(nn.Module):
         """
         xs, lengths = self._time_major(input)
         state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
-        trace: list | None = [] if self.debug else None
+        trace: list[Any] | None = [] if self.debug else None
         kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
         if trace is not None:
             kwargs["trace"] = trace

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from memfn._debug import sparse_view
 from memfn._memory import Memory
 from memfn._torch import in_functorch_transform
-from memfn.cell import memory_cell
+from memfn.cell import CellState, memory_cell
 from memfn.compat import NOT_GIVEN
 from memfn.nn._network import MemoryNetwork
 from memfn.sparse import sam, sdnc
@@ -45,7 +46,9 @@ class _SparseNetwork(MemoryNetwork):
         the fast path, with the same positions and numbers as the pure step."""
         return self.fast and not self.use_compile and not self.checkpoint_every and not in_functorch_transform()
 
-    def run_sequence(self, params, state, xs, lengths, kwargs):
+    def run_sequence(
+        self, params: dict[str, Tensor], state: CellState, xs: Tensor, lengths: Tensor | None, kwargs: dict[str, Any]
+    ) -> tuple[Tensor, CellState]:
         if not self.uses_fast_path() or 0 in xs.shape[:2]:  # T = 0 or B = 0: nothing to take over
             return super().run_sequence(params, state, xs, lengths, kwargs)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import optree
 import torch
@@ -13,6 +13,9 @@ from memfn._dnc import read as dense_read
 from memfn._dnc import write as dense_write
 from memfn.interface import DNCInterface
 from memfn.nn._hidden import checked_leaf
+
+if TYPE_CHECKING:
+    from memfn.nn._network import MemoryNetwork
 
 
 class MemoryView:
@@ -31,7 +34,7 @@ class MemoryView:
         (torch.Size([2, 2, 3]), torch.Size([2, 5]))
     """
 
-    def __init__(self, network: Any, index: int) -> None:
+    def __init__(self, network: MemoryNetwork, index: int) -> None:
         self._network = network
         self.index = index
 
@@ -42,15 +45,15 @@ class MemoryView:
     def _state(self, hidden: Any, batch_size: int, like: Tensor) -> Any:
         return compat.memory_state("hidden", hidden, self._zero(batch_size, like), checked_leaf)
 
-    def reset(self, batch_size: int = 1, hidden: Any = None, erase: bool = True) -> Any:
+    def reset(self, batch_size: int = 1, hidden: Any = None, erase: bool = True) -> dict[str, Tensor]:
         """A zero state for ``batch_size`` examples, or a copy of ``hidden`` (zeroed if ``erase``)."""
         p = next(self._network.parameters())
         zero = self._zero(batch_size, p)
         if hidden is None or erase:
             return compat.memory_dict(zero)
-        return compat.memory_dict(optree.tree_map(torch.clone, self._state(hidden, batch_size, p)))
+        return compat.memory_dict(cast(NamedTuple, optree.tree_map(torch.clone, self._state(hidden, batch_size, p))))
 
-    def __call__(self, xi: Tensor, hidden: Any):
+    def __call__(self, xi: Tensor, hidden: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """pytorch-dnc's ``Memory.forward``: controller output ``(B, H)`` -> ``(reads (B, R, W), state)``."""
         net = self._network
         params = net.step_params()
@@ -65,27 +68,31 @@ class DenseMemoryView(MemoryView):
 
     def write(
         self,
-        write_key,
-        write_vector,
-        erase_vector,
-        free_gates,
-        read_strengths,
-        write_strength,
-        write_gate,
-        allocation_gate,
-        hidden,
-    ):
+        write_key: Tensor,
+        write_vector: Tensor,
+        erase_vector: Tensor,
+        free_gates: Tensor,
+        read_strengths: Tensor | None,
+        write_strength: Tensor,
+        write_gate: Tensor,
+        allocation_gate: Tensor,
+        hidden: Any,
+    ) -> dict[str, Tensor]:
         """pytorch-dnc's ``Memory.write`` (activated values, its shapes) -> the new state.
         ``read_strengths`` is accepted for signature compatibility and unused, as in ``dnc``."""
         state = self._state(hidden, write_key.shape[0], write_key)
         io = DNCInterface(
-            read_keys=None, read_strengths=None, write_key=write_key, write_strength=write_strength,
+            # write() reads no read field: they are left None.
+            read_keys=cast(Tensor, None), read_strengths=cast(Tensor, None), read_modes=cast(Tensor, None),
+            write_key=write_key, write_strength=write_strength,
             erase_vector=erase_vector.squeeze(-2), write_vector=write_vector.squeeze(-2),
-            free_gates=free_gates, allocation_gate=allocation_gate, write_gate=write_gate, read_modes=None,
+            free_gates=free_gates, allocation_gate=allocation_gate, write_gate=write_gate,
         )  # fmt: skip
         return compat.memory_dict(dense_write(state, io))
 
-    def read(self, read_keys, read_strengths, read_modes, hidden):
+    def read(
+        self, read_keys: Tensor, read_strengths: Tensor, read_modes: Tensor, hidden: Any
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """pytorch-dnc's ``Memory.read``: ``(read_vectors (B, R, W), new state)``."""
         state = self._state(hidden, read_keys.shape[0], read_keys)
         reads, new = dense_read(state, read_keys, read_strengths, read_modes)

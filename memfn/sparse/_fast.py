@@ -32,7 +32,7 @@ import weakref
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -46,11 +46,14 @@ from memfn.cell import batched_step, run
 from memfn.interface import NUM_READ_MODES, check_interface
 from memfn.sparse import addressing as S
 from memfn.sparse._ann_index import MaintainedIndex
-from memfn.sparse._links import apply_link_row_updates
+from memfn.sparse._links import LinkRowUpdate, apply_link_row_updates
 from memfn.sparse._sam import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
 from memfn.sparse._sdnc import SDNCState
 from memfn.sparse._step import Carried, StepConfig, sparse_step
 from memfn.sparse.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 
 class RowTape:
@@ -103,7 +106,7 @@ class RowTape:
         """The gradient of the memory before the first step, as a dense ``[B, N, W]`` (once per pass)."""
         out = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         if self.grad is not None:
-            out.view(-1, out.shape[-1]).index_copy_(0, self.unique, self.grad)
+            out.view(-1, out.shape[-1]).index_copy_(0, cast(Tensor, self.unique), self.grad)
         return out
 
 
@@ -115,13 +118,13 @@ class _Start(torch.autograd.Function):
     """The first token; its backward hands the initial memory its gradient (if it wants one)."""
 
     @staticmethod
-    def forward(ctx, leaf: Tensor, memory: Tensor, tape: RowTape) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, leaf: Tensor, memory: Tensor, tape: RowTape) -> Tensor:
         ctx.tape = tape
         return leaf.new_zeros(tape.shape[0])  # [B]: the runner masks it per example like any leaf
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
         memory_grad = ctx.tape.full_grad() if ctx.needs_input_grad[1] else None
         return torch.zeros_like(grad), memory_grad, None
 
@@ -136,7 +139,9 @@ class _WriteRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, token, weights, vector, tape, positions, least_used):  # type: ignore[override]
+    def forward(
+        ctx: Any, token: Tensor, weights: Tensor, vector: Tensor, tape: RowTape, positions: Tensor, least_used: Tensor
+    ) -> Tensor:
         index = _row_index(positions, vector.shape[-1])
         # The pure step's own row arithmetic: the rows equal the pure step's bit for bit, so the
         # next search ranks (and breaks ties) the same way.
@@ -149,7 +154,7 @@ class _WriteRows(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_token):  # type: ignore[override]
+    def backward(ctx: Any, grad_token: Tensor) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         weights, vector, erase = ctx.saved_tensors
         ctx.tape.enter(ctx.record)
         g = ctx.tape.grad_rows(ctx.record)  # [B, S, W] = dL/dM_t at each slot's cell
@@ -165,13 +170,13 @@ class _GatherRows(torch.autograd.Function):
     that write's: the gradient of the rows read here is complete before the earlier write maps it."""
 
     @staticmethod
-    def forward(ctx, token, tape, positions):  # type: ignore[override]
+    def forward(ctx: Any, token: Tensor, tape: RowTape, positions: Tensor) -> tuple[Tensor, Tensor]:
         ctx.tape, ctx.record = tape, tape.record(positions)
         return tape.memory.gather(1, _row_index(positions, tape.memory.shape[-1])), token.clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_rows, grad_token):  # type: ignore[override]
+    def backward(ctx: Any, grad_rows: Tensor | None, grad_token: Tensor | None) -> tuple[Tensor, None, None]:
         ctx.tape.enter(ctx.record)
         if grad_rows is not None:
             ctx.tape.add_grad_rows(ctx.record, grad_rows)
@@ -246,7 +251,7 @@ class FastRows:
     def write(self, positions: Tensor, weights: Tensor, vector: Tensor, least_used: Tensor) -> None:
         if self.active is not None:  # an inactive example's write slots all get an impossible "least used"
             least_used = torch.where(self.active.squeeze(-1), least_used, -1)
-        self.token = _WriteRows.apply(self.token, self._masked(weights), vector, self.engine.tape, positions,
+        self.token = _WriteRows.apply(self.token, self._masked(weights), vector, self.engine.tape, positions,  # type: ignore[no-untyped-call]
                                       least_used)  # fmt: skip
         if self.engine.indexes is not None:
             self.engine._update_indexes(positions)
@@ -255,8 +260,8 @@ class FastRows:
         return self.engine._nearest(keys, k)
 
     def gather(self, positions: Tensor) -> Tensor:
-        rows, self.token = _GatherRows.apply(self.token, self.engine.tape, positions.flatten(1))
-        return rows.unflatten(1, positions.shape[1:])
+        rows, self.token = _GatherRows.apply(self.token, self.engine.tape, positions.flatten(1))  # type: ignore[no-untyped-call]
+        return cast(Tensor, rows.unflatten(1, positions.shape[1:]))
 
     def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
         self.engine.usage.stamp(time, positions, self._masked(weights))
@@ -264,7 +269,7 @@ class FastRows:
     def links(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return tuple(self.engine.links)  # type: ignore[return-value]
 
-    def set_links(self, updates: tuple) -> None:
+    def set_links(self, updates: tuple[LinkRowUpdate, LinkRowUpdate]) -> None:
         rows_update, rev_update = updates
         link_pos, link_val, rev_pos, rev_val = self.engine.links
         apply_link_row_updates(link_pos, link_val, rows_update, in_place=True)
@@ -284,7 +289,7 @@ class SparseEngine:
         self,
         config: SparseConfig,
         state: SAMState | SDNCState,
-        indexes: list | None = None,
+        indexes: list[MaintainedIndex] | None = None,
         lengths: Tensor | None = None,
         steps_per_input: int = 1,
         debug: bool = False,
@@ -297,7 +302,7 @@ class SparseEngine:
         self.start_time = state.time
         self.lengths = None if lengths is None else lengths.to(state.time.device)
         self.steps_per_input = steps_per_input
-        self.snapshots: dict[int, Any] | None = {} if debug else None
+        self.snapshots: dict[int, SAMState | SDNCState] | None = {} if debug else None
         # A fresh zero memory (lazily zero-filled) needs no O(N) scan to be indexed.
         self.empty = is_lazy_zeros(state.memory)
         empty = self.empty
@@ -308,8 +313,9 @@ class SparseEngine:
         self.tape = RowTape(memory)
         self.usage = LeastUsed(state.last_access)
         if self.temporal:  # no gradient passes through the links: they are updated in place
-            self.links = [donate(t) for t in (state.link_positions, state.link_matrix, state.rev_link_positions,
-                                              state.rev_link_matrix)]  # fmt: skip
+            sdnc = cast(SDNCState, state)
+            self.links = [donate(t) for t in (sdnc.link_positions, sdnc.link_matrix, sdnc.rev_link_positions,
+                                              sdnc.rev_link_matrix)]  # fmt: skip
         self.knn: KNNConfig = config.knn
         self.indexes = indexes
         # Only IVF supports removing rows by id cheaply; flat and HNSW are searched as the pure step
@@ -321,11 +327,13 @@ class SparseEngine:
             self.indexes = self._build_indexes(empty)
         leaf = torch.zeros((), device=memory.device, requires_grad=True)
         self._first = FastState(
-            token=_Start.apply(leaf, state.memory if self.memory_grad else memory, self.tape),
+            token=_Start.apply(leaf, state.memory if self.memory_grad else memory, self.tape),  # type: ignore[no-untyped-call]
             read_positions=state.read_positions, read_weights=state.read_weights,
             write_positions=state.write_positions, write_weights=state.write_weights, time=state.time,
-            precedence=state.precedence if self.temporal else state.write_weights[:, :0],
-            precedence_positions=state.precedence_positions if self.temporal else state.write_positions[:, :0],
+            precedence=cast(SDNCState, state).precedence if self.temporal else state.write_weights[:, :0],
+            precedence_positions=(
+                cast(SDNCState, state).precedence_positions if self.temporal else state.write_positions[:, :0]
+            ),
         )  # fmt: skip
 
     # -- nearest neighbours -----------------------------------------------------------------------
@@ -345,11 +353,13 @@ class SparseEngine:
         return indexes
 
     def _update_indexes(self, positions: Tensor) -> None:
-        for b, index in enumerate(self.indexes):  # type: ignore[arg-type]
+        for b, index in enumerate(cast(list[MaintainedIndex], self.indexes)):
             ids = torch.unique(positions[b])
             rows = searchable_rows(self.tape.memory[b, ids])
 
-            def every_row(b=b, ids=ids, index=index):  # for a retraining: the indexed rows and these
+            def every_row(
+                b: int = b, ids: Tensor = ids, index: MaintainedIndex = index
+            ) -> tuple[np.ndarray, np.ndarray]:  # for a retraining: the indexed rows and these
                 known = torch.from_numpy(np.flatnonzero(index.present)).to(ids.device)
                 return self._rows(b, torch.unique(torch.cat([known, ids])))
 
@@ -441,7 +451,8 @@ def _chunks(memory: Tensor) -> np.ndarray:
 
 def _crc32s(array: np.ndarray, which: list[int]) -> list[int]:
     """CRC-32s of the chunks ``which`` of ``array``, spread over torch's intra-op threads."""
-    chunks = [array[i * CHECKSUM_CHUNK : (i + 1) * CHECKSUM_CHUNK] for i in which]
+    # numpy's stubs make an array a Buffer (PEP 688) only from Python 3.12.
+    chunks = cast("list[Buffer]", [array[i * CHECKSUM_CHUNK : (i + 1) * CHECKSUM_CHUNK] for i in which])
     workers = min(len(chunks), torch.get_num_threads())
     if workers <= 1:
         return [zlib.crc32(c) for c in chunks]
@@ -494,6 +505,10 @@ def device_checksum(data: Tensor, chunk: int = 1 << 24) -> int:
     return int(total)
 
 
+#: A buffer's layout: shape, strides, storage offset, dtype, device.
+_Layout = tuple[tuple[int, ...], tuple[int, ...], int | torch.SymInt, torch.dtype, torch.device]
+
+
 class IndexCache:
     """The faiss indexes a fast-path call leaves for the next call that continues from its state.
 
@@ -504,11 +519,13 @@ class IndexCache:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[Any, tuple, Any, list]] = {}
-        self._starts: dict[int, tuple[Any, tuple, Any]] = {}  # the checksum of the memory a call started from
+        self._entries: dict[int, tuple[weakref.ref[torch.UntypedStorage], _Layout, tuple[int, ...] | int,
+                                       list[MaintainedIndex]]] = {}  # fmt: skip
+        # the checksum of the memory a call started from
+        self._starts: dict[int, tuple[weakref.ref[torch.UntypedStorage], _Layout, tuple[int, ...] | int]] = {}
 
     @staticmethod
-    def _layout(memory: Tensor) -> tuple:
+    def _layout(memory: Tensor) -> _Layout:
         return tuple(memory.shape), memory.stride(), memory.storage_offset(), memory.dtype, memory.device
 
     def put(self, layer: int, memory: Tensor, engine: SparseEngine) -> None:
@@ -521,14 +538,14 @@ class IndexCache:
         if memory.device.type != "cpu" or not memory.is_contiguous():
             checksum = memory_checksum(memory)
         elif start is not None and start[0]() is storage and start[1] == layout:
-            checksum = updated_checksum(memory, start[2], engine.tape.records)
+            checksum = updated_checksum(memory, cast(tuple[int, ...], start[2]), engine.tape.records)  # a CPU layout
         elif engine.empty:
             checksum = updated_checksum(memory, zero_checksum(memory), engine.tape.records)
         else:
             checksum = memory_checksum(memory)
         self._entries[layer] = (weakref.ref(storage), layout, checksum, engine.indexes)
 
-    def take(self, layer: int, memory: Tensor) -> list | None:
+    def take(self, layer: int, memory: Tensor) -> list[MaintainedIndex] | None:
         """The indexes left for ``memory``'s buffer as it is now, or ``None``; the entry is used up."""
         entry = self._entries.pop(layer, None)
         self._starts.pop(layer, None)
@@ -541,7 +558,7 @@ class IndexCache:
         self._starts[layer] = (storage, layout, now)
         return indexes if now == checksum else None
 
-    def __getitem__(self, layer: int) -> list:
+    def __getitem__(self, layer: int) -> list[MaintainedIndex]:
         return self._entries[layer][3]
 
 
@@ -576,7 +593,8 @@ def run_fast(
     state = state._replace(memory=starts[0] if shared else tuple(starts))
     ys, state = run(batched_step(cell, use_vmap=False), params, state, xs, lengths, None, **step_kwargs)
     if trace is not None:  # each FastState in the trace -> the snapshot its engine took then
-        trace[:] = [next(e.snapshots[id(m.token)] for e in engines if id(m.token) in e.snapshots) for m in trace]
+        snapshots = [cast("dict[int, SAMState | SDNCState]", e.snapshots) for e in engines]  # all kept (debug)
+        trace[:] = [next(s[id(m.token)] for s in snapshots if id(m.token) in s) for m in trace]
     ends = [state.memory] if shared else list(state.memory)
     finals = [e.final_state(m) for e, m in zip(engines, ends)]
     for i, (engine, final) in enumerate(zip(engines, finals)):

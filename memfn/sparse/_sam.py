@@ -10,7 +10,7 @@ vector ``W`` (raw), interpolation gate ``gamma`` ``1`` (sigmoid), write gate ``a
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -23,6 +23,9 @@ from memfn.interface import check_interface
 from memfn.numerics import oneplus
 from memfn.sparse._step import Carried, PureRows, StepConfig, sparse_step
 from memfn.sparse.knn import KNNConfig, knn_config
+
+if TYPE_CHECKING:
+    from memfn.sparse._sdnc import SDNCState
 
 
 class SAMInterface(NamedTuple):
@@ -97,7 +100,9 @@ def usage(state: SAMState) -> Tensor:
     return state.time.unsqueeze(-1) - state.last_access
 
 
-def initial_sparse_state(n: int, w: int, r: int, read_slots: int, dtype, device) -> SAMState:
+def initial_sparse_state(
+    n: int, w: int, r: int, read_slots: int, dtype: torch.dtype, device: torch.device | str | None
+) -> SAMState:
     """Zero memory; each head's read slots on cells ``0..P-1`` with zero weight (no access yet)."""
     item = torch.empty((), dtype=dtype).element_size()
     ensure_fits(n * (w * item + 8), f"a sparse memory of {n:,} cells x {w} ({dtype})", device)
@@ -114,10 +119,11 @@ def initial_sparse_state(n: int, w: int, r: int, read_slots: int, dtype, device)
     )
 
 
-def carried(state: SAMState) -> Carried:
+def carried(state: SAMState | SDNCState) -> Carried:
     """The small leaves of a SAM or SDNC state that :func:`~memfn.sparse._step.sparse_step` carries."""
     empty = state.write_weights[..., :0], state.write_positions[..., :0]  # SAM has no precedence
-    precedence = (state.precedence, state.precedence_positions) if hasattr(state, "precedence") else empty
+    sdnc = cast("SDNCState", state)
+    precedence = (sdnc.precedence, sdnc.precedence_positions) if hasattr(state, "precedence") else empty
     return Carried(state.read_positions, state.read_weights, state.write_positions, state.write_weights, state.time,
                    *precedence)  # fmt: skip
 

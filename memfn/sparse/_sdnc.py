@@ -144,7 +144,7 @@ def sdnc(
         ensure_fits(n * (w * item + 8 + 2 * links * (item + 8)), f"an SDNC memory of {n:,} cells ({dtype})", device)
         base = initial_sparse_state(n, w, r, 2 * links + k, dtype, device)
 
-        def empty(dtype):  # empty link slots: value 0 (their cell does not matter)
+        def empty(dtype: torch.dtype) -> Tensor:  # empty link slots: value 0 (their cell does not matter)
             return zeros(n, links, dtype=dtype, device=device)
 
         return SDNCState(

@@ -23,7 +23,12 @@ from torch import Tensor
 
 from memfn.interface import CONTENT
 from memfn.sparse import addressing as S
-from memfn.sparse._links import apply_link_row_updates, sparse_precedence_and_links, temporal_read_slots
+from memfn.sparse._links import (
+    LinkRowUpdate,
+    apply_link_row_updates,
+    sparse_precedence_and_links,
+    temporal_read_slots,
+)
 from memfn.sparse.knn import KNNConfig, nearest_cells
 
 
@@ -49,7 +54,7 @@ class Rows(Protocol):
     def links(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(link_positions, link_matrix, rev_link_positions, rev_link_matrix)`` (SDNC)."""
 
-    def set_links(self, updates: tuple) -> None:
+    def set_links(self, updates: tuple[LinkRowUpdate, LinkRowUpdate]) -> None:
         """Apply the link updates of :func:`~memfn.sparse._links.sparse_precedence_and_links`."""
 
 
@@ -150,7 +155,7 @@ class PureRows:
         assert self._links is not None
         return self._links  # type: ignore[return-value]
 
-    def set_links(self, updates: tuple) -> None:
+    def set_links(self, updates: tuple[LinkRowUpdate, LinkRowUpdate]) -> None:
         rows_update, rev_update = updates
         link_pos, link_val, rev_pos, rev_val = self.links()
         self._links = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import hypothesis
 import optree
@@ -35,6 +35,9 @@ from memfn.testing.strategies import (
     memory_cases,
     sizes_for,
 )
+
+if TYPE_CHECKING:
+    from optree import PyTree
 
 
 class Property(NamedTuple):
@@ -78,7 +81,7 @@ def _fresh(tree: Any) -> Any:
     return optree.tree_map(lambda t: t.detach().clone(), tree)
 
 
-def _purity(before, xi, reads, after, case: MemoryCase) -> Message:
+def _purity(before: Any, xi: Tensor, reads: Tensor, after: Any, case: MemoryCase) -> Message:
     state, vector = _fresh(before), xi.detach().clone()
     saved_state, saved_xi = snapshot(state), snapshot(vector)
     first = case.memory.step(state, vector)
@@ -93,7 +96,7 @@ def _stacked(case: MemoryCase) -> tuple[Any, Tensor, Any]:
     stack = lambda *xs: torch.stack(xs)  # noqa: E731
     steps = case.transitions
     states = optree.tree_map(stack, *[s[0] for s in steps])
-    looped = optree.tree_map(stack, *[(s[2], s[3]) for s in steps])
+    looped = optree.tree_map(stack, *[cast("PyTree[Tensor]", (s[2], s[3])) for s in steps])
     return states, torch.stack([s[1] for s in steps]), looped
 
 
@@ -148,7 +151,7 @@ def _compare_batches(actual: Any, expected: Any, what: str, **tolerances: float)
     """Compare two batched ``(reads, state)`` outputs example by example, up to ties (:func:`_up_to_ties`)."""
     batch = actual[0].shape[0]
     for b in range(batch):
-        a, e = (optree.tree_map(lambda t, b=b: t[b], out) for out in (actual, expected))
+        a, e = (cast(tuple[Tensor, Any], optree.tree_map(lambda t, b=b: t[b], out)) for out in (actual, expected))
         memory = getattr(e[1], "memory", None)
         if message := compare_trees(
             _up_to_ties(a, memory), _up_to_ties(e, memory), f"{what}, at example {b}", **tolerances
@@ -184,15 +187,15 @@ def _compiled_equals_eager(case: MemoryCase) -> Message:
     return _compare_batches(compiled, batched(states, xis), what, **_close(case.dtype, loose=True))
 
 
-def _finite_values(before, xi, reads, after, case) -> Message:
+def _finite_values(before: Any, xi: Tensor, reads: Tensor, after: Any, case: MemoryCase) -> Message:
     return check_finite(reads, "reads") or check_finite(after, "state")
 
 
-def _structure(before, xi, reads, after, case) -> Message:
+def _structure(before: Any, xi: Tensor, reads: Tensor, after: Any, case: MemoryCase) -> Message:
     return check_structure(before, after, reads, case.memory.read_size)
 
 
-def _sparse_rows(before, xi, reads, after, case) -> Message:
+def _sparse_rows(before: Any, xi: Tensor, reads: Tensor, after: Any, case: MemoryCase) -> Message:
     return check_sparse_rows_changed(before, after)
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
 from memfn._memory import Memory
+
+if TYPE_CHECKING:
+    from hypothesis.vendor.pretty import RepresentationPrinter
 
 #: The dtypes drawn by default: float32 (what training runs) and float64 (what tight checks need).
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
@@ -35,7 +38,7 @@ def random_tensor(seed: int, *shape: int, scale: float = 1.0, dtype: torch.dtype
     return scale * torch.randn(*shape, generator=g, dtype=dtype)
 
 
-def reached_state(memory: Memory, seed: int, steps: int, scale: float = 3.0, dtype: torch.dtype = torch.float64):
+def reached_state(memory: Memory, seed: int, steps: int, scale: float = 3.0, dtype: torch.dtype = torch.float64) -> Any:
     """The state after ``steps`` seeded random interface vectors ``scale * randn``."""
     g = torch.Generator().manual_seed(seed)
     state = memory.init(dtype)
@@ -55,7 +58,7 @@ def memory_sizes(
     in ``[1, nr_cells]`` when asked), shrinking towards one cell of width one read by one head."""
 
     @st.composite
-    def sizes(draw) -> dict[str, int]:
+    def sizes(draw: st.DrawFn) -> dict[str, int]:
         size = {
             "nr_cells": draw(st.integers(1, max_cells)),
             "cell_size": draw(st.integers(1, max_cell_size)),
@@ -114,7 +117,7 @@ def interface_vectors(
 
 
 @st.composite
-def usage_vectors(draw, max_cells: int = 16, dtype: torch.dtype = torch.float64) -> Tensor:
+def usage_vectors(draw: st.DrawFn, max_cells: int = 16, dtype: torch.dtype = torch.float64) -> Tensor:
     """Usage vectors ``[N]`` in ``[0, 1]``, with exact 0s, 0.5s and 1s mixed in (ties and edges)."""
     n = draw(st.integers(1, max_cells))
     unit = st.one_of(st.sampled_from([0.0, 1.0, 0.5]), st.floats(0.0, 1.0))
@@ -270,7 +273,7 @@ class MemoryCase:
             f"init(){walk}{edit}\n  checked step: xi = {describe_xi(self.xi, fields)}"
         )
 
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # hypothesis's and IPython's printers
+    def _repr_pretty_(self, printer: RepresentationPrinter, cycle: bool) -> None:  # hypothesis's and IPython's printers
         printer.text(repr(self))
 
 
@@ -282,14 +285,14 @@ def as_factory(memory: Memory | Callable[..., Memory]) -> Callable[..., Memory]:
         raise TypeError(f"expected a Memory or a factory returning one, got {type(memory).__name__}")
 
     def the_memory() -> Memory:
-        return memory  # type: ignore[return-value]
+        return memory
 
     return the_memory
 
 
 @st.composite
 def memory_cases(
-    draw,
+    draw: st.DrawFn,
     memory_factory: Memory | Callable[..., Memory],
     sizes: st.SearchStrategy[dict[str, int]] | None = None,
     dtypes: Sequence[torch.dtype] = DTYPES,
