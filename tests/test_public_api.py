@@ -43,8 +43,8 @@ PUBLIC_API = {
     "memfn.nn": ("DNC DenseMemoryView MemoryNetwork MemoryView SAM SDNC clone detach ").split(),
     "memfn.numerics": ("COSINE_EPS cosine_similarity exclusive_cumprod oneplus weighted_softmax ").split(),
     "memfn.sparse": (
-        "SAMInterface SAMState SDNCState addressing knn sam sam_interface_fields sdnc sdnc_interface_fields "
-        "split_sam_interface usage "
+        "SAMInterface SAMState SDNCInterface SDNCState addressing knn sam sam_interface_fields sdnc "
+        "sdnc_interface_fields split_sam_interface split_sdnc_interface usage "
     ).split(),
     "memfn.sparse.addressing": (
         "ACCESS_THRESHOLD coalesced dense_weights gather_rows last_access least_recently_used "

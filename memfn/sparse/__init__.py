@@ -11,11 +11,12 @@ it runs the same named steps as the pure ``step`` on a store updated in place.
 
 from memfn.sparse import addressing, knn
 from memfn.sparse._sam import SAMInterface, SAMState, sam, sam_interface_fields, split_sam_interface, usage
-from memfn.sparse._sdnc import SDNCState, sdnc, sdnc_interface_fields
+from memfn.sparse._sdnc import SDNCInterface, SDNCState, sdnc, sdnc_interface_fields, split_sdnc_interface
 
 __all__ = [
     "SAMInterface",
     "SAMState",
+    "SDNCInterface",
     "SDNCState",
     "addressing",
     "knn",
@@ -24,5 +25,6 @@ __all__ = [
     "sdnc",
     "sdnc_interface_fields",
     "split_sam_interface",
+    "split_sdnc_interface",
     "usage",
 ]

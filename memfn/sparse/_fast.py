@@ -43,12 +43,12 @@ from memfn._donation import check_not_consumed, donate, hand_over, storage_of
 from memfn._memory import Memory
 from memfn._resources import is_lazy_zeros
 from memfn.cell import batched_step, run
-from memfn.interface import NUM_READ_MODES, check_interface
+from memfn.interface import check_interface
 from memfn.sparse import addressing as S
 from memfn.sparse._ann_index import MaintainedIndex
 from memfn.sparse._links import LinkRowUpdate, apply_link_row_updates
-from memfn.sparse._sam import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
-from memfn.sparse._sdnc import SDNCState
+from memfn.sparse._sam import SAMInterface, SAMState, SparseConfig, split_sam_interface
+from memfn.sparse._sdnc import SDNCInterface, SDNCState, split_sdnc_interface
 from memfn.sparse._step import Carried, StepConfig, sparse_step
 from memfn.sparse.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
 
@@ -197,25 +197,26 @@ class LeastUsed:
         self.n, self.block = n, max(1, math.isqrt(n // 32))
         blocks = -(-n // self.block)
         pad = torch.iinfo(torch.long).max  # padding never wins the minimum
-        self.stamps = last_access.new_full((b, blocks * self.block), pad)
-        self.stamps[:, :n] = last_access
-        self.minima = self.stamps.view(b, blocks, self.block).amin(-1)
+        self.padded = last_access.new_full((b, blocks * self.block), pad)
+        self.padded[:, :n] = last_access
+        self.minima = self.padded.view(b, blocks, self.block).amin(-1)
 
     def least_used(self) -> Tensor:
         block = self.minima.argmin(-1)  # [B]
-        rows = self.stamps.view(*self.minima.shape, self.block)[torch.arange(len(block), device=block.device), block]
+        rows = self.padded.view(*self.minima.shape, self.block)[torch.arange(len(block), device=block.device), block]
         return block * self.block + rows.argmin(-1)
 
     def stamp(self, time: Tensor, positions: Tensor, weights: Tensor) -> None:
         """:func:`memfn.sparse.addressing.last_access`, in place, then refresh the touched blocks."""
-        S.last_access(self.stamps, time, positions, weights, in_place=True)
+        S.last_access(self.padded, time, positions, weights, in_place=True)
         blocks = positions // self.block  # [B, P]
-        view = self.stamps.view(*self.minima.shape, self.block)
+        view = self.padded.view(*self.minima.shape, self.block)
         contents = view.gather(1, blocks.unsqueeze(-1).expand(*blocks.shape, self.block))
         self.minima.scatter_(-1, blocks, contents.amin(-1))
 
-    def last_access(self) -> Tensor:
-        return self.stamps[:, : self.n]
+    def stamps(self) -> Tensor:
+        """The stamps ``[B, N]`` (a view, without the padding)."""
+        return self.padded[:, : self.n]
 
 
 class FastState(NamedTuple):
@@ -267,11 +268,11 @@ class FastRows:
         self.engine.usage.stamp(time, positions, self._masked(weights))
 
     def links(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return tuple(self.engine.links)  # type: ignore[return-value]
+        return tuple(self.engine.link_tables)  # type: ignore[return-value]
 
     def set_links(self, updates: tuple[LinkRowUpdate, LinkRowUpdate]) -> None:
         rows_update, rev_update = updates
-        link_pos, link_val, rev_pos, rev_val = self.engine.links
+        link_pos, link_val, rev_pos, rev_val = self.engine.link_tables
         apply_link_row_updates(link_pos, link_val, rows_update, in_place=True)
         apply_link_row_updates(rev_pos, rev_val, rev_update, in_place=True)
 
@@ -306,7 +307,6 @@ class SparseEngine:
         # A fresh zero memory (lazily zero-filled) needs no O(N) scan to be indexed.
         self.empty = is_lazy_zeros(state.memory)
         empty = self.empty
-        self.sam_size = sum(n for _, n in sam_interface_fields(config.read_heads, config.cell_size))
         self.temporal = isinstance(state, SDNCState)
         self.memory_grad = state.memory.requires_grad
         memory = donate(state.memory)
@@ -314,7 +314,7 @@ class SparseEngine:
         self.usage = LeastUsed(state.last_access)
         if self.temporal:  # no gradient passes through the links: they are updated in place
             sdnc = cast(SDNCState, state)
-            self.links = [donate(t) for t in (sdnc.link_positions, sdnc.link_matrix, sdnc.rev_link_positions,
+            self.link_tables = [donate(t) for t in (sdnc.link_positions, sdnc.link_matrix, sdnc.rev_link_positions,
                                               sdnc.rev_link_matrix)]  # fmt: skip
         self.knn: KNNConfig = config.knn
         self.indexes = indexes
@@ -377,16 +377,19 @@ class SparseEngine:
 
     def step(self, state: FastState, xi: Tensor) -> tuple[Tensor, FastState]:
         """:func:`~memfn.sparse._step.sparse_step` on this engine's in-place rows (:class:`FastRows`)."""
-        c, sam_size = self.config, self.sam_size
+        c = self.config
         check_interface(xi, c.interface_size)
-        io = split_sam_interface(xi[..., :sam_size], c.read_heads, c.cell_size)
-        modes = None
+        io: SAMInterface | SDNCInterface
         if self.temporal:
-            modes = torch.softmax(xi[..., sam_size:].unflatten(-1, (c.read_heads, NUM_READ_MODES)), dim=-1)
+            io = split_sdnc_interface(xi, c.read_heads, c.cell_size)
+        else:
+            io = split_sam_interface(xi, c.read_heads, c.cell_size)
+        modes = io.read_modes if isinstance(io, SDNCInterface) else None
         rows = FastRows(self, state.token, self._active(state.time))
         reads, carried = sparse_step(
-            rows, Carried(*state[1:]), *io, modes, StepConfig(c.sparse_reads, c.temporal_reads)
-        )
+            rows, Carried(*state[1:]), io.read_keys, io.read_strengths, io.write_vector, io.interpolation_gate,
+            io.write_gate, modes, StepConfig(c.sparse_reads, c.temporal_reads),
+        )  # fmt: skip
         new = FastState(rows.token, *carried)
         if self.snapshots is not None:
             self.snapshots[id(new.token)] = self._snapshot(new)
@@ -402,11 +405,11 @@ class SparseEngine:
         """Example 0's whole state now (a batch of one, copied): what a debug view reads."""
         fields = dict(zip(FastState._fields[1:], (t[:1] for t in state[1:])))
         precedence = fields.pop("precedence"), fields.pop("precedence_positions")
-        common = dict(memory=self.tape.memory[:1].detach().clone(), last_access=self.usage.last_access()[:1].clone(),
+        common = dict(memory=self.tape.memory[:1].detach().clone(), last_access=self.usage.stamps()[:1].clone(),
                       **fields)  # fmt: skip
         if not self.temporal:
             return SAMState(**common)
-        link_pos, link_val, rev_pos, rev_val = (t[:1].clone() for t in self.links)
+        link_pos, link_val, rev_pos, rev_val = (t[:1].clone() for t in self.link_tables)
         return SDNCState(
             **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
             rev_link_positions=rev_pos, precedence=precedence[0], precedence_positions=precedence[1],
@@ -425,12 +428,12 @@ class SparseEngine:
             # given (donation) while this call's backward may still hold the tape.
             memory=self.tape.memory.detach(), read_positions=state.read_positions, read_weights=state.read_weights,
             write_positions=state.write_positions, write_weights=state.write_weights,
-            last_access=self.usage.last_access(), time=state.time,
+            last_access=self.usage.stamps(), time=state.time,
         )  # fmt: skip
         if not self.temporal:
             final: SAMState | SDNCState = SAMState(**common)
         else:
-            link_pos, link_val, rev_pos, rev_val = self.links
+            link_pos, link_val, rev_pos, rev_val = self.link_tables
             final = SDNCState(
                 **common, link_matrix=link_val, link_positions=link_pos, rev_link_matrix=rev_val,
                 rev_link_positions=rev_pos, precedence=state.precedence,

@@ -91,6 +91,24 @@ def sdnc_interface_fields(read_heads: int, cell_size: int) -> tuple[tuple[str, i
     return sam_interface_fields(read_heads, cell_size) + (("read_modes", NUM_READ_MODES * read_heads),)
 
 
+class SDNCInterface(NamedTuple):
+    """The parsed, activated interface of one SDNC step: SAM's fields, then the read modes."""
+
+    read_keys: Tensor  # [R, W]
+    read_strengths: Tensor  # [R]
+    write_vector: Tensor  # [W]
+    interpolation_gate: Tensor  # [1]
+    write_gate: Tensor  # [1]
+    read_modes: Tensor  # [R, 3] softmax over (backward, forward, content)
+
+
+def split_sdnc_interface(xi: Tensor, read_heads: int, cell_size: int) -> SDNCInterface:
+    """Split and activate ``xi`` ``[..., interface_size]`` into an :class:`SDNCInterface`."""
+    sam_size = xi.shape[-1] - NUM_READ_MODES * read_heads
+    modes = xi[..., sam_size:].unflatten(-1, (read_heads, NUM_READ_MODES))
+    return SDNCInterface(*split_sam_interface(xi[..., :sam_size], read_heads, cell_size), torch.softmax(modes, dim=-1))
+
+
 def sdnc(
     nr_cells: int,
     cell_size: int,
@@ -129,45 +147,43 @@ def sdnc(
     n, w, r = (positive_int(k, v) for k, v in (("nr_cells", nr_cells), ("cell_size", cell_size),
                                                ("read_heads", read_heads)))  # fmt: skip
     k = _sparse_reads(sparse_reads, n)
-    links = positive_int("temporal_reads", temporal_reads)
-    if links > n:
-        raise ValueError(f"temporal_reads must be in [1, nr_cells={n}], got {links}")
+    kept = positive_int("temporal_reads", temporal_reads)
+    if kept > n:
+        raise ValueError(f"temporal_reads must be in [1, nr_cells={n}], got {kept}")
     search = knn_config(n, knn, index, num_lists, index_checks)
     fields = sdnc_interface_fields(r, w)
     size = sum(length for _, length in fields)
-    sam_size = size - NUM_READ_MODES * r
 
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SDNCState:
         dtype = default_dtype(dtype)
         item = torch.empty((), dtype=dtype).element_size()
         # The memory and stamps (checked again below) plus the two link views: values and positions.
-        ensure_fits(n * (w * item + 8 + 2 * links * (item + 8)), f"an SDNC memory of {n:,} cells ({dtype})", device)
-        base = initial_sparse_state(n, w, r, 2 * links + k, dtype, device)
+        ensure_fits(n * (w * item + 8 + 2 * kept * (item + 8)), f"an SDNC memory of {n:,} cells ({dtype})", device)
+        base = initial_sparse_state(n, w, r, 2 * kept + k, dtype, device)
 
         def empty(dtype: torch.dtype) -> Tensor:  # empty link slots: value 0 (their cell does not matter)
-            return zeros(n, links, dtype=dtype, device=device)
+            return zeros(n, kept, dtype=dtype, device=device)
 
         return SDNCState(
             *base, link_matrix=empty(dtype), link_positions=empty(torch.long), rev_link_matrix=empty(dtype),
-            rev_link_positions=empty(torch.long), precedence=torch.zeros(links, dtype=dtype, device=device),
-            precedence_positions=torch.zeros(links, dtype=torch.long, device=device),
+            rev_link_positions=empty(torch.long), precedence=torch.zeros(kept, dtype=dtype, device=device),
+            precedence_positions=torch.zeros(kept, dtype=torch.long, device=device),
         )  # fmt: skip
 
     def step(state: SDNCState, xi: Tensor) -> tuple[Tensor, SDNCState]:
         check_interface(xi, size)
-        io = split_sam_interface(xi[..., :sam_size], r, w)
-        modes = torch.softmax(xi[..., sam_size:].unflatten(-1, (r, NUM_READ_MODES)), dim=-1)
+        io = split_sdnc_interface(xi, r, w)
         views = (state.link_positions, state.link_matrix, state.rev_link_positions, state.rev_link_matrix)
         rows = PureRows(state.memory, state.last_access, views, search)
-        reads, c = sparse_step(rows, carried(state), *io, modes, StepConfig(k, links))
+        reads, c = sparse_step(rows, carried(state), *io, StepConfig(k, kept))
         link_pos, link_val, rev_pos, rev_val = rows.links()
         return reads, SDNCState(
             rows.memory, c.read_positions, c.read_weights, c.write_positions, c.write_weights, rows.last_access,
             c.time, link_val, link_pos, rev_val, rev_pos, c.precedence, c.precedence_positions,
         )  # fmt: skip
 
-    config = SparseConfig(n, w, r, k, links, search, size)
+    config = SparseConfig(n, w, r, k, kept, search, size)
     return checked_memory(init, step, size, r * w, fields, config, check_not_consumed)
 
 
-__all__ = ["SDNCState", "sdnc", "sdnc_interface_fields"]
+__all__ = ["SDNCInterface", "SDNCState", "sdnc", "sdnc_interface_fields", "split_sdnc_interface"]
