@@ -106,6 +106,7 @@ def test_compiled_sam_step_with_faiss_has_no_graph_break():
     assert (after.read_positions == eager.read_positions).all()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available() or not hasattr(faiss, "StandardGpuResources"),
                     reason="needs CUDA and faiss-gpu")  # fmt: skip
 def test_faiss_gpu_search_runs_on_the_tensor_device():
