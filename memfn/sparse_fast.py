@@ -39,10 +39,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from memfn import sparse_addressing as S
-from memfn.ann_index import MaintainedIndex
+from memfn.ann_index import MaintainedIndex, maintained_nearest
 from memfn.donation import check_not_consumed, donate, hand_over, storage_of
 from memfn.interface import CONTENT, NUM_READ_MODES, check_interface
-from memfn.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
+from memfn.knn import KNNConfig, nearest_cells, searchable_rows
 from memfn.memory import Memory
 from memfn.sparse import SAMState, SparseConfig, sam_interface_fields, split_sam_interface
 from memfn.sparse_temporal import SDNCState, apply_link_row_updates, temporal_read_slots, temporal_updates
@@ -296,10 +296,7 @@ class SparseEngine:
     def _nearest(self, keys: Tensor, k: int) -> Tensor:
         if self.indexes is None:
             return nearest_cells(self.tape.memory, keys, k, self.knn)
-        queries = keys.detach().to("cpu", torch.float32).numpy()
-        found = np.stack([_fill_missing(index.search(np.ascontiguousarray(q), k))
-                          for index, q in zip(self.indexes, queries)])  # fmt: skip
-        return torch.from_numpy(found).to(keys.device)
+        return maintained_nearest(self.indexes, self.tape.memory, keys, k)
 
     # -- the step --------------------------------------------------------------------------------
 
