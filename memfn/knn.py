@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memfn.numerics import COSINE_EPS, cosine_similarity
+from memfn.numerics import COSINE_EPS
 from memfn.validation import one_of, positive_int
 
 KNN_BACKENDS = ("auto", "exact", "faiss")
@@ -182,10 +182,9 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
     if config.backend == "exact" or config.auto:
         # knn="auto" chose IVF for the fast path's maintained index; an index built afresh each step
         # (k-means on N rows, then adding them) costs more than exact top-k.
-        scores = tie_scores(keys, memory)  # [..., H, N]
-        written = (memory != 0).any(-1).unsqueeze(-2)  # [..., 1, N]
+        scores, written = _tie_scores_and_written(keys, memory)  # [..., H, N], [..., N]
         ids = torch.arange(memory.shape[-2], device=memory.device)
-        return ranked_positions(scores, ids, written, k)
+        return ranked_positions(scores, ids, written.unsqueeze(-2), k)
     lead = torch.broadcast_shapes(memory.shape[:-2], keys.shape[:-2])
     memory = memory.expand(*lead, *memory.shape[-2:])
     keys = keys.expand(*lead, *keys.shape[-2:])
@@ -206,8 +205,31 @@ def tie_scores(keys: Tensor, rows: Tensor) -> Tensor:
         >>> bool(s[0, 0] == s[0, 1]), s.dtype
         (True, torch.float32)
     """
+    return _tie_scores_and_written(keys, rows)[0]
+
+
+#: Rows converted to float64 at a time: big temporaries cost page faults on every step.
+_SCORE_CHUNK = 4096
+
+
+def _tie_scores_and_written(keys: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`tie_scores` and which rows are written (non-zero) ``[..., N]``, in chunks of rows (at
+    most 16, so a compiled step stays small)."""
     wide = torch.float32 if keys.device.type == "mps" else torch.float64  # MPS has no float64
-    return cosine_similarity(keys.to(wide), rows.to(wide)).float()
+    keys = keys.to(wide)
+    key_norm = torch.sqrt((keys * keys).sum(-1) + COSINE_EPS).unsqueeze(-1)  # [..., H, 1]
+    n = rows.shape[-2]
+    size = max(_SCORE_CHUNK, -(-n // 16))
+    scores, written = [], []
+    for start in range(0, n, size):
+        chunk = rows[..., start : start + size, :].to(wide)
+        square = (chunk * chunk).sum(-1)
+        written.append(square > 0)  # float32 rows: exactly the non-zero ones (no underflow in float64)
+        row_norm = torch.sqrt(square + COSINE_EPS).unsqueeze(-2)  # [..., 1, n]
+        scores.append(((keys @ chunk.transpose(-1, -2)) / (key_norm * row_norm)).float())
+    if len(scores) == 1:
+        return scores[0], written[0]
+    return torch.cat(scores, -1), torch.cat(written, -1)
 
 
 def ranked_positions(scores: Tensor, ids: Tensor, written: Tensor, k: int, valid: Tensor | None = None) -> Tensor:
@@ -319,7 +341,7 @@ def _faiss_op(memory: Tensor, keys: Tensor, k: int, index: str, num_lists: int, 
     queries = keys.to("cpu", torch.float32).contiguous().numpy()
     out = []
     for b in range(memory.shape[0]):
-        written = (memory[b] != 0).any(-1)
+        written = _tie_scores_and_written(keys[b, :0], memory[b])[1]
         ids = torch.nonzero(written).squeeze(-1).cpu().numpy()
         hits = np.full((queries.shape[1], 0), -1, dtype=np.int64)
         if len(ids):
