@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for n in args.cells:
         r = measure(n, args.batch)
-        print(f"| {n:,} | {r['exact_ms']:.3f} | {r['plain_topk_ms']:.3f} | {r['ivf_ms']:.3f} | {r['lists']} |", flush=True)
+        row = f"| {n:,} | {r['exact_ms']:.3f} | {r['plain_topk_ms']:.3f} | {r['ivf_ms']:.3f} | {r['lists']} |"
+        print(row, flush=True)
     return 0
 
 
