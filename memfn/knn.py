@@ -13,8 +13,12 @@ reads. Every backend follows one rule (:func:`ranked_positions` states and imple
   scores 1 ulp apart), so a float32 score is not a tie-break anyone can reproduce; the float64
   score rounded to float32 is the same for the same row and key wherever and however it is
   computed, except when the float64 value falls within ~1e-16 of a float32 rounding boundary (about
-  one tied pair in 10^9). Rows whose scores agree to float32 precision (duplicates, parallel rows of
-  different norms, rows orthogonal to the key) are therefore exact ties, broken by index.
+  one tied pair in 10^9). Rows whose scores agree to float32 precision (duplicated rows, rows
+  orthogonal to the key, rows with the same dot product and norm) are therefore exact ties, broken by
+  index. Parallel rows of different norms are *not* ties: the ``eps`` inside the norm makes the
+  longer row's cosine larger by ~``eps / |row|^2``, and every backend ranks them by it. Scores that
+  differ by less than a float32 rounding are ties by this definition, not an ordering a float32
+  backend could reproduce; that is the only sense in which near-ties are decided.
 
 Backends:
 
@@ -61,8 +65,21 @@ HNSW_NEIGHBOURS = 32
 #: Measured with ``benchmarks/knn_crossover.py`` (one SAM step's search for B=8 examples, 4 heads,
 #: K=4, W=32, one thread; exact: this module's tie-ordered top-k; IVF: the fast path's
 #: maintained index, update of the 17 written rows per example included):
-#: CROSSOVER_TABLE
-AUTO_EXACT_MAX_CELLS = 2**14
+#: ms per step, medians over ~1 s (a shared 2-core machine: rows repeat within ~30 %)
+#:
+#:     N        exact (this rule)  plain float32 topk  maintained IVF (lists)
+#:     1,024          7.5                0.38              9.5   (10)
+#:     2,048          6.5 - 11.5         0.6               8.0 - 12.3 (20)
+#:     4,096          8.6                1.2               8.3   (40)
+#:     8,192         15.3 - 17.3         2.9 - 7.2         7.9 - 13.2 (81)
+#:     16,384        23.3 - 26.7         7.7 - 10.8        8.6 - 8.7 (163)
+#:     32,768        66.7               59.0               9.1   (327)
+#:     65,536       204.7              106.2              13.5   (655)
+#:     131,072      407.9              247.2              10.7   (1310)
+#:
+#: Parity at 4,096 cells; exact is kept there (it is exact), IVF above. The rule's float64
+#: scores cost 2-20x a plain float32 top-k below the crossover (the price of reproducible ties).
+AUTO_EXACT_MAX_CELLS = 4096
 #: A faiss hit within this many key norms of the k-th hit's inner product may tie with it: the
 #: search asks for more hits until the last one is further away (faiss scores in float32).
 TIE_TOLERANCE = 1e-4
@@ -200,10 +217,10 @@ def tie_scores(keys: Tensor, rows: Tensor) -> Tensor:
     row's position in the blocked product).
 
     Examples:
-        >>> rows = torch.tensor([[0.3, 0.4], [0.6, 0.8], [0.0, 1.0]])  # parallel rows tie exactly
-        >>> s = memfn.knn.tie_scores(torch.tensor([[1.0, 2.0]]), rows)
-        >>> bool(s[0, 0] == s[0, 1]), s.dtype
-        (True, torch.float32)
+        >>> rows = torch.tensor([[0.3, 0.4], [0.5, 0.0], [0.3, 0.4], [0.0, 1.0]])
+        >>> s = memfn.knn.tie_scores(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), rows)
+        >>> bool(s[0, 0] == s[0, 2]), bool(s[1, 1] == 0), s.dtype  # duplicates tie; orthogonal: 0
+        (True, True, torch.float32)
     """
     return _tie_scores_and_written(keys, rows)[0]
 
