@@ -295,8 +295,9 @@ def search_with_ties(index, queries: np.ndarray, k: int, count: int) -> np.ndarr
     try:
         while True:
             scores, hits = index.search(queries, want)
-            if probe is not None and (hits[:, first - 1] < 0).any() and index.nprobe < index.nlist:
-                index.nprobe = min(index.nlist, 2 * index.nprobe)
+            lists = getattr(index, "nlist", None)
+            if probe is not None and lists is not None and (hits[:, first - 1] < 0).any() and index.nprobe < lists:
+                index.nprobe = min(lists, 2 * index.nprobe)
                 continue
             if want >= count:
                 return hits
