@@ -24,7 +24,10 @@ Backends:
 
 - ``exact``: the rule over all N scores with one ``torch.topk`` over a composite int64 key (the
   float32 score's order-preserving bits, then the reversed index). Pure, vmap- and compile-friendly,
-  the same on CPU and CUDA, O(N) per query; the oracle the others are tested against.
+  the same on CPU and CUDA, O(N) per query; the oracle the others are tested against. On eager
+  tensors (the shells' fast path) a float32 pass picks ``k + 32`` candidates and only those are
+  re-scored in float64, falling back to every row where a tie group crosses that margin
+  (:func:`_prefiltered_exact`); under ``vmap`` or ``torch.compile`` every row is scored in float64.
 - ``faiss``: a ``torch.library.custom_op`` (``memfn::faiss_nearest_cells``) with a fake kernel and
   a vmap rule, so compiled graphs keep no graph break. Only written rows are indexed (normalised as
   the cosine normalises them, searched by inner product). A search asks for ``2k`` hits and for more
@@ -201,6 +204,10 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
     if config.backend == "exact" or config.auto:
         # knn="auto" chose IVF for the fast path's maintained index; an index built afresh each step
         # (k-means on N rows, then adding them) costs more than exact top-k.
+        if _eager(memory, keys) and memory.shape[-2] > k + PREFILTER_MARGIN:
+            found = _prefiltered_exact(memory, keys, k)
+            if found is not None:
+                return found
         scores, written = _tie_scores_and_written(keys, memory)  # [..., H, N], [..., N]
         ids = torch.arange(memory.shape[-2], device=memory.device)
         return ranked_positions(scores, ids, written.unsqueeze(-2), k)
@@ -208,6 +215,44 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
     memory = memory.expand(*lead, *memory.shape[-2:])
     keys = keys.expand(*lead, *keys.shape[-2:])
     return _faiss_op(memory, keys, k, config.index, config.num_lists, config.index_checks)
+
+
+#: Extra float32 candidates the eager exact search re-scores in float64 (see :func:`_prefiltered_exact`).
+PREFILTER_MARGIN = 32
+
+
+def _eager(*tensors: Tensor) -> bool:
+    """Plain eager tensors: no ``torch.func`` transform, not being compiled (a data-dependent branch is fine)."""
+    transformed = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)()
+    return not transformed and not torch.compiler.is_compiling() and all(type(t) is Tensor for t in tensors)
+
+
+def _prefiltered_exact(memory: Tensor, keys: Tensor, k: int) -> Tensor | None:
+    """The exact backend's answer at float32 cost, or None where it cannot be sure of it.
+
+    A float32 cosine is within ``tol`` of :func:`tie_scores`. Take the ``k + PREFILTER_MARGIN`` best
+    rows by float32 score; if the last of them scores below the k-th minus ``2 tol``, no row outside
+    them can reach the rule's top k (its canonical score is strictly below the k-th's), so re-scoring
+    just these in float64 and ranking them by the rule gives the full answer. Otherwise (a tie group
+    wider than the margin at the boundary, fewer than k written rows) the caller scores every row.
+    Used on eager tensors only (the shells' fast path); transforms and compiled steps score every row.
+    """
+    c = k + PREFILTER_MARGIN
+    square = (memory * memory).sum(-1)  # [..., N]
+    key_norm = torch.sqrt((keys * keys).sum(-1) + COSINE_EPS).unsqueeze(-1)  # [..., H, 1]
+    scores = (keys @ memory.transpose(-1, -2)) / (key_norm * torch.sqrt(square + COSINE_EPS).unsqueeze(-2))
+    scores = torch.where((square > 0).unsqueeze(-2), scores, float("-inf"))
+    top = torch.topk(scores, c, dim=-1)
+    tol = 4 * (memory.shape[-1] + 8) * torch.finfo(scores.dtype).eps
+    if not bool((top.values[..., c - 1] < top.values[..., k - 1] - 2 * tol).all()):
+        return None
+    lead = torch.broadcast_shapes(memory.shape[:-2], keys.shape[:-2])
+    candidates = top.indices  # [..., H, c]
+    rows = memory.expand(*lead, *memory.shape[-2:]).unsqueeze(-3)
+    rows = rows.expand(*rows.shape[:-3], candidates.shape[-2], *rows.shape[-2:])
+    rows = rows.gather(-2, candidates.unsqueeze(-1).expand(*candidates.shape, memory.shape[-1]))  # [..., H, c, W]
+    rescored = tie_scores(keys.unsqueeze(-2), rows).squeeze(-2)  # [..., H, c]
+    return ranked_positions(rescored, candidates, top.values > float("-inf"), k)
 
 
 def tie_scores(keys: Tensor, rows: Tensor) -> Tensor:
@@ -241,10 +286,10 @@ def _tie_scores_and_written(keys: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]
     size = max(_SCORE_CHUNK, -(-n // 16))
     scores, written = [], []
     for start in range(0, n, size):
-        chunk = rows[..., start : start + size, :].to(wide)
-        square = (chunk * chunk).sum(-1)
-        written.append(square > 0)  # float32 rows: exactly the non-zero ones (no underflow in float64)
-        row_norm = torch.sqrt(square + COSINE_EPS).unsqueeze(-2)  # [..., 1, n]
+        chunk = rows[..., start : start + size, :]
+        written.append((chunk * chunk).sum(-1) > 0)  # in the memory's dtype, as the eager prefilter has it
+        chunk = chunk.to(wide)
+        row_norm = torch.sqrt((chunk * chunk).sum(-1) + COSINE_EPS).unsqueeze(-2)  # [..., 1, n]
         scores.append(((keys @ chunk.transpose(-1, -2)) / (key_norm * row_norm)).float())
     if len(scores) == 1:
         return scores[0], written[0]

@@ -201,3 +201,31 @@ def test_auto_without_faiss_falls_back_to_exact_and_warns_once(monkeypatch):
         warnings.simplefilter("error")
         knn_config(2 * AUTO_EXACT_MAX_CELLS, "auto")  # once only
         knn_config(AUTO_EXACT_MAX_CELLS, "auto")  # small memories never warn
+
+
+@settings(max_examples=40)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([100, 2000]), st.sampled_from([torch.float32, torch.float64]))
+def test_the_eager_float32_prefilter_gives_the_full_answer(seed, n, dtype):
+    # The shells' eager fast path ranks the best k + 32 float32 candidates in float64; vmap and
+    # compiled steps score every row in float64. Both must give the rule's answer.
+    g = torch.Generator().manual_seed(seed)
+    memory = torch.randn(n, 8, generator=g, dtype=dtype)
+    memory[torch.randint(0, n, (n // 4,), generator=g)] = 0
+    copies = torch.randint(0, n, (n // 4,), generator=g)
+    memory[copies] = memory[copies[0]].clone()
+    keys = torch.randn(4, 8, generator=g, dtype=dtype)
+    if seed % 2:
+        keys[0] = memory[copies[0]].clone()  # a tie group wider than the margin: the prefilter declines
+    full = torch.func.vmap(lambda m: nearest_cells(m, keys, 6))(memory.unsqueeze(0))[0]
+    assert torch.equal(nearest_cells(memory, keys, 6), full)
+    assert torch.equal(full, rule_oracle(memory, keys, 6))
+
+
+def test_the_prefilter_answers_where_scores_are_clear_and_declines_wide_ties():
+    g = torch.Generator().manual_seed(0)
+    memory, keys = torch.randn(2000, 8, generator=g), torch.randn(4, 8, generator=g)
+    found = knn_module._prefiltered_exact(memory, keys, 6)
+    assert found is not None and torch.equal(found, rule_oracle(memory, keys, 6))
+    memory[100:200] = keys[2]  # 100 copies of head 2's best row
+    assert knn_module._prefiltered_exact(memory, keys, 6) is None
+    assert torch.equal(nearest_cells(memory, keys, 6)[2], torch.arange(100, 106))
