@@ -68,23 +68,24 @@ HNSW_NEIGHBOURS = 32
 #: Measured with ``benchmarks/knn_crossover.py`` (one SAM step's search for B=8 examples, 4 heads,
 #: K=4, W=32, one thread; exact: this module's tie-ordered top-k; IVF: the fast path's
 #: maintained index, update of the 17 written rows per example included):
-#: ms per step, medians over ~1 s (a shared 2-core machine: rows repeat within ~30 %)
+#: ms per step, medians over ~1 s, on a shared 2-core machine (two runs per row where they
+#: differ: load average ~2 / ~7):
 #:
 #:     N        exact (this rule)  plain float32 topk  maintained IVF (lists)
-#:     1,024          7.5                0.38              9.5   (10)
-#:     2,048          6.5 - 11.5         0.6               8.0 - 12.3 (20)
-#:     4,096          8.6                1.2               8.3   (40)
-#:     8,192         15.3 - 17.3         2.9 - 7.2         7.9 - 13.2 (81)
-#:     16,384        23.3 - 26.7         7.7 - 10.8        8.6 - 8.7 (163)
-#:     32,768        66.7               59.0               9.1   (327)
-#:     65,536       204.7              106.2              13.5   (655)
-#:     131,072      407.9              247.2              10.7   (1310)
+#:     1,024         7.4 / 7.3          0.5 / 0.7         9.5 / 45.0  (10)
+#:     4,096         8.6 / 12.5         1.2 / 7.2         8.3 / 49.6  (40)
+#:     8,192        15.3 / 21.0         2.9 / 14.6        7.9 / 43.8  (81)
+#:     16,384       23.3 / 41.1         7.7 / 35.3        8.6 / 40.3  (163)
+#:     32,768       66.7 / 169.4       59.0 / 170.6       9.1 / 50.8  (327)
+#:     65,536      204.7 / 376.9      106.2 / 360.6      13.5 / 70.5  (655)
+#:     131,072     407.9 / 858.0      247.2 / 745.7      10.7 / 65.5  (1310)
 #:
-#: Parity at 4,096 cells and IVF at most ~2x faster at 8,192 (a few ms of a ~20 ms SAM step), so
-#: exact is kept up to 8,192 (it is exact; pytorch-dnc's default ``nr_cells=5000`` stays exact), IVF
-#: above. The rule's float64 scores cost 2-20x a plain float32 top-k below the crossover (the price
-#: of reproducible ties).
-AUTO_EXACT_MAX_CELLS = 2**13
+#: (The first exact column scored every row in float64; the eager float32 prefilter now in
+#: :func:`_prefiltered_exact` brings exact to within a few ms of a plain top-k: second column.)
+#: IVF's per-example Python and faiss calls suffer most from a busy machine. Parity is near 16,384
+#: cells in both runs; exact is kept up to there (it is exact, and pytorch-dnc's default
+#: ``nr_cells=5000`` stays exact), the maintained IVF index above, where exact grows linearly.
+AUTO_EXACT_MAX_CELLS = 2**14
 #: A faiss hit within this many key norms of the k-th hit's inner product may tie with it: the
 #: search asks for more hits until the last one is further away (faiss scores in float32).
 TIE_TOLERANCE = 1e-4
