@@ -31,11 +31,17 @@ the index is the maintained one, updated row by row), then ``--recall-queries`` 
 example are searched both ways. Under the default ``auto``, N <= the crossover is exact (recall 1).
 
 Measured (issue 14, ``python benchmarks/sparse_scaling.py --models sam``, default arguments, one
-thread on a shared 2-core machine): carried ms/step 14.3 at 2^10, 20.3 at 2^20 (1.42x; fresh 15.7
-and 16.5, 1.05x); peak 197 MB at 2^20 against the 2,548 MB target. Recall@4 of the default against
-exact with random keys, by fraction written (1 %, 10 %, 50 %, 100 %): 2^14 1.00/0.995/0.86/0.86,
-2^16 1.00/0.86/0.69/0.69, 2^18 0.96/0.71/0.61/0.59, 2^20 0.78/0.64/0.58/0.55 (Gaussian rows and
-keys have no cluster structure: a hard case for IVF probing 32 lists of up to 4,096).
+thread on a 2-core machine shared with other jobs; two runs, the timings are load-bound):
+
+- crossover 8,192, load ~2: carried ms/step 14.3 at 2^10, 20.3 at 2^20 (1.42x; fresh 15.7 and
+  16.5, 1.05x); peak 197 MB at 2^20 against the 2,548 MB target.
+- crossover 16,384 (final), load ~7: carried 21.5 at 2^10, 55.0 at 2^20 (2.56x; fresh 20.0 and
+  43.7, 2.19x; the noisiest row, 2^16, 3.24x); peak 201 MB at 2^20.
+
+Recall@4 of the default against exact with random keys, by fraction written (1 %, 10 %, 50 %,
+100 %): up to 2^14 exact (1.00), 2^16 1.00/0.86/0.69/0.69, 2^18 0.96/0.71/0.61/0.59, 2^20
+0.78/0.64/0.58/0.55 (Gaussian rows and keys have no cluster structure: a hard case for an IVF
+index probing 32 of up to 4,096 lists).
 """
 
 from __future__ import annotations
