@@ -35,7 +35,7 @@ def measure(cells: int, checks: int, batch: int, passes: float, points: int, see
     torch.manual_seed(seed)
     mem = memfn.sam(cells, 32, 4, 4, knn="faiss", index="ivf", index_checks=checks)
     state = memfn.batch_state(mem.init(), batch)
-    engine = SparseEngine(mem.config, state, empty=True)
+    engine = SparseEngine(mem.config, state)
     fast = engine.initial_state()
     # Reads go to the cells nearest the keys, mostly ones already written, so a step usually adds
     # one fresh row (the least-used cell): filling N cells takes about N steps.

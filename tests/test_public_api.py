@@ -51,7 +51,10 @@ PUBLIC_API = {
         "repeated_positions sparse_content_weights sparse_read_vectors sparse_updated_memory "
         "sparse_write_weights top_slots weights_at written_rows "
     ).split(),
-    "memfn.sparse.knn": ("FAISS_INDEXES KNNConfig KNN_BACKENDS knn_config nearest_cells ").split(),
+    "memfn.sparse.knn": (
+        "AUTO_EXACT_MAX_CELLS FAISS_INDEXES KNNConfig KNN_BACKENDS knn_config nearest_cells "
+        "ranked_positions tie_scores "
+    ).split(),
     "memfn.viz": (
         "MAX_CELLS METRIC_LABELS MemoryViews memory_figure plot_memory plot_training_curve thin_plots "
     ).split(),

@@ -313,7 +313,7 @@ def test_gradients_finite_from_zero_memory_over_a_long_run(factory):
         (lambda: sam(10, 4, 2, sparse_reads=11), r"sparse_reads must be in \[1, nr_cells=10\], got 11"),
         (lambda: sdnc(10, 4, 2, temporal_reads=0), "temporal_reads must be an integer >= 1"),
         (lambda: sdnc(10, 4, 2, temporal_reads=11), r"temporal_reads must be in \[1, nr_cells=10\]"),
-        (lambda: sam(10, 4, 2, knn="annoy"), "knn must be one of 'exact', 'faiss'; got 'annoy'"),
+        (lambda: sam(10, 4, 2, knn="annoy"), "knn must be one of 'auto', 'exact', 'faiss'; got 'annoy'"),
         (lambda: sam(10, 4, 2, knn="faiss", index="kd"), "index must be one of 'flat', 'ivf', 'hnsw'"),
         (lambda: sam(10, 4, 2, knn="faiss", index="ivf", num_lists=11), r"num_lists must be in \[1, nr_cells=10\]"),
         (lambda: sam(100, 4, 2, knn="faiss", index="ivf", num_lists=4, index_checks=5), r"\[1, num_lists=4\]"),

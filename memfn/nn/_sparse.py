@@ -92,7 +92,7 @@ class SAM(_SparseNetwork):
         compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
         checkpoint_every: recompute segments of that many steps in backward instead of keeping every
             state (for large ``nr_cells``, where the memory states dominate).
-        knn: nearest-cell search: ``'exact'`` (``torch.topk``) or ``'faiss'``.
+        knn: nearest-cell search: ``'auto'`` (see :func:`memfn.sparse.knn.knn_config`), ``'exact'`` or ``'faiss'``.
         index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
         num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
         index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
@@ -143,7 +143,7 @@ class SAM(_SparseNetwork):
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
-        knn: str = "exact",
+        knn: str = "auto",
         index: str = "flat",
         num_lists: int | None = None,
         index_checks: int | None = None,
@@ -204,7 +204,7 @@ class SDNC(_SparseNetwork):
         compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
         checkpoint_every: recompute segments of that many steps in backward instead of keeping every
             state (for large ``nr_cells``, where the memory states dominate).
-        knn: nearest-cell search: ``'exact'`` (``torch.topk``) or ``'faiss'``.
+        knn: nearest-cell search: ``'auto'`` (see :func:`memfn.sparse.knn.knn_config`), ``'exact'`` or ``'faiss'``.
         index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
         num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
         index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
@@ -256,7 +256,7 @@ class SDNC(_SparseNetwork):
         output_size: int | None = None,
         compile: bool = False,
         checkpoint_every: int | None = None,
-        knn: str = "exact",
+        knn: str = "auto",
         index: str = "flat",
         num_lists: int | None = None,
         index_checks: int | None = None,

@@ -8,15 +8,19 @@ and then every time as many rows have been rewritten as were indexed at the last
 occasional rebuild the SAM paper describes, amortised O(1) per written row.
 
 Never-written (all-zero) rows are left out of the index: they have no direction, and thousands of
-them in one inverted list would make that list's scan O(N). A search that finds fewer than k
-written rows returns -1 for the rest (callers repeat the best hit, which the reads mask).
+them in one inverted list would make that list's scan O(N). :meth:`MaintainedIndex.nearest` follows
+the rule of :mod:`memfn.sparse.knn`: hits re-scored and ranked as exact search ranks them (equal scores to
+the lower index), and while fewer than k rows are written the lowest-index unwritten rows fill the
+remaining slots (found in ``present[:k]``: O(k), and only during a fresh memory's first steps).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from memfn.sparse.knn import _require_faiss
+from memfn.sparse.knn import _require_faiss, rank_hits, search_with_ties
 
 #: Rows per inverted list the quantiser aims for while the memory fills (faiss wants >= 39 to train).
 ROWS_PER_LIST = 39
@@ -91,3 +95,19 @@ class MaintainedIndex:
         if self.count == 0:
             return np.full((len(queries), k), -1, dtype=np.int64)
         return self.index.search(queries, k)[1]
+
+    def nearest(self, memory: Tensor, keys: Tensor, k: int) -> Tensor:
+        """Positions ``[H, k]`` of the cells each key reads, by the rule of :mod:`memfn.sparse.knn`.
+
+        ``memory`` ``[N, W]`` is the memory this index follows (its rows re-score the hits), keys
+        ``[H, W]``. Probing every list, this is exact search's answer.
+        """
+        queries = keys.detach().to("cpu", torch.float32).numpy()
+        hits = search_with_ties(self.index, queries, k, self.count) if self.count else queries[:, :0].astype(np.int64)
+        unwritten = np.flatnonzero(~self.present[:k]) if self.count < k else np.empty(0, dtype=np.int64)
+        return rank_hits(memory.detach(), keys.detach(), hits, k, unwritten)
+
+
+def maintained_nearest(indexes: list[MaintainedIndex], memory: Tensor, keys: Tensor, k: int) -> Tensor:
+    """:meth:`MaintainedIndex.nearest` for a batch: memory ``[B, N, W]``, keys ``[B, H, W]`` -> ``[B, H, k]``."""
+    return torch.stack([index.nearest(memory[b], keys[b], k) for b, index in enumerate(indexes)])

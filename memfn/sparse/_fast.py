@@ -1,7 +1,8 @@
 """The fast path of SAM and SDNC: in-place row updates and a sparse backward.
 
-With the maintained IVF index (``knn="faiss", index="ivf"``) a step does no O(N) work; with exact
-top-k (the default), flat or HNSW search, the search itself stays O(N) per step.
+With the maintained IVF index (``knn="faiss", index="ivf"``, which the default ``knn="auto"`` picks
+above :data:`memfn.sparse.knn.AUTO_EXACT_MAX_CELLS` cells) a step does no O(N) work; with exact
+top-k, flat or HNSW search, the search itself stays O(N) per step.
 
 The pure ``step`` of :func:`memfn.sam` / :func:`memfn.sdnc` returns a new memory every step; autograd
 then keeps every version (T x N x W floats) and every step copies the whole memory. Here a step
@@ -45,12 +46,12 @@ from memfn._resources import is_lazy_zeros
 from memfn.cell import batched_step, run
 from memfn.interface import check_interface
 from memfn.sparse import addressing as S
-from memfn.sparse._ann_index import MaintainedIndex
+from memfn.sparse._ann_index import MaintainedIndex, maintained_nearest
 from memfn.sparse._links import LinkRowUpdate, apply_link_row_updates
 from memfn.sparse._sam import SAMInterface, SAMState, SparseConfig, split_sam_interface
 from memfn.sparse._sdnc import SDNCInterface, SDNCState, split_sdnc_interface
 from memfn.sparse._step import Carried, StepConfig, sparse_step
-from memfn.sparse.knn import KNNConfig, _fill_missing, nearest_cells, searchable_rows
+from memfn.sparse.knn import KNNConfig, nearest_cells, searchable_rows
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -368,10 +369,7 @@ class SparseEngine:
     def _nearest(self, keys: Tensor, k: int) -> Tensor:
         if self.indexes is None:
             return nearest_cells(self.tape.memory, keys, k, self.knn)
-        queries = keys.detach().to("cpu", torch.float32).numpy()
-        found = np.stack([_fill_missing(index.search(np.ascontiguousarray(q), k))
-                          for index, q in zip(self.indexes, queries)])  # fmt: skip
-        return torch.from_numpy(found).to(keys.device)
+        return maintained_nearest(self.indexes, self.tape.memory, keys, k)
 
     # -- the step --------------------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ def sam(
     cell_size: int,
     read_heads: int,
     sparse_reads: int = 4,
-    knn: str = "exact",
+    knn: str = "auto",
     index: str = "flat",
     num_lists: int | None = None,
     index_checks: int | None = None,
@@ -148,7 +148,8 @@ def sam(
         cell_size: width of a cell (W).
         read_heads: read heads (R).
         sparse_reads: cells each head reads (K, the nearest to its key by cosine similarity).
-        knn: the nearest-neighbour backend, ``"exact"`` (``torch.topk``) or ``"faiss"``.
+        knn: the nearest-neighbour backend: ``"auto"`` (exact up to ``memfn.sparse.knn.AUTO_EXACT_MAX_CELLS``
+            cells, the fast path's maintained faiss IVF index above), ``"exact"`` or ``"faiss"``.
         index: the faiss index, ``"flat"``, ``"ivf"`` or ``"hnsw"``; ``num_lists`` and
             ``index_checks`` configure it (see :func:`memfn.sparse.knn.knn_config`).
         num_lists: IVF lists.

@@ -115,7 +115,7 @@ def sdnc(
     read_heads: int,
     sparse_reads: int = 4,
     temporal_reads: int = 4,
-    knn: str = "exact",
+    knn: str = "auto",
     index: str = "flat",
     num_lists: int | None = None,
     index_checks: int | None = None,

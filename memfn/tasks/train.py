@@ -90,7 +90,12 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("seed", type=int, default=0, help="random seed (data, initialisation, dropout)")
     opt("compile", action="store_true", help="run the compiled step (torch.compile)")
     opt("controller-init", choices=list(INITS), help="default: memoryless for dnc, torch for sam and sdnc")
-    opt("knn", default="exact", choices=["exact", "faiss"], help="nearest cells for sam/sdnc: exact top-k or faiss")
+    opt(
+        "knn",
+        default="exact",
+        choices=["exact", "faiss", "auto"],
+        help="nearest cells for sam/sdnc (see memfn.sparse.knn)",
+    )
     opt("index", default="ivf", choices=["flat", "ivf", "hnsw"], help="faiss index (with --knn faiss)")
     opt("checkpoint-dir", default=None, help="write checkpoints here (atomically)")
     opt(
@@ -209,7 +214,8 @@ def build_model(args: argparse.Namespace) -> nn.Module:
     if getattr(args, "controller_init", None):  # else the shell's default
         common["controller_init"] = args.controller_init
     # getattr: checkpoints written before these options existed rebuild with the defaults.
-    search = {"knn": "faiss", "index": args.index} if getattr(args, "knn", "exact") == "faiss" else {}
+    knn = getattr(args, "knn", "exact")
+    search = {"knn": "faiss", "index": args.index} if knn == "faiss" else {"knn": knn}
     if args.memory_type == "sam":
         return SAM(**common, sparse_reads=args.sparse_reads, **search)
     if args.memory_type == "sdnc":
