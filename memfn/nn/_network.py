@@ -29,7 +29,7 @@ from memfn.compat import NOT_GIVEN
 from memfn.controllers import controller
 from memfn.nn._hidden import checked_leaf
 from memfn.nn._options import network_options
-from memfn.nn._parameters import IndependentInterface, Parameters
+from memfn.nn._parameters import IndependentInterface, shell_parameters
 from memfn.nn._views import MemoryView
 
 if TYPE_CHECKING:
@@ -123,18 +123,7 @@ class MemoryNetwork(nn.Module):
         self._compile_kwargs: dict[str, Any] = {}
         self._compiled_step: Callable[..., tuple[Tensor, Any]] | None = None
 
-        init = self.cell.init_params()
-        self.controllers = nn.ModuleList(
-            Parameters({k.split(".", 2)[2]: v for k, v in init.items() if k.startswith(f"controllers.{layer}.")})
-            for layer in range(o.num_layers)
-        )
-        if o.independent_linears:
-            fields = mems[0].interface_fields
-            self.interfaces = nn.ModuleList(IndependentInterface(fields, o.hidden_size) for _ in range(o.num_layers))
-        else:
-            size = mems[0].interface_size
-            self.interfaces = nn.ModuleList(nn.Linear(o.hidden_size, size) for _ in range(o.num_layers))
-        self.output = nn.Linear(o.hidden_size + reads, o.output_size)
+        self.controllers, self.interfaces, self.output = shell_parameters(self.cell, mems[0], o)
         self.memories = [self.memory_view(self, layer) for layer in range(len(mems))]
         self.to(o.device)
 

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from memfn._memory import Memory
+from memfn.cell import Cell
+from memfn.nn._options import NetworkOptions
+
 
 class Parameters(nn.Module):
     """A flat group of parameters under their own names (``nn.LSTM``'s, for the controllers)."""
@@ -34,4 +38,21 @@ class IndependentInterface(nn.Module):
         return (torch.cat([params[n + ".weight"] for n in names]), torch.cat([params[n + ".bias"] for n in names]))
 
 
-__all__ = ["IndependentInterface", "Parameters"]
+def shell_parameters(cell: Cell, memory: Memory, o: NetworkOptions) -> tuple[nn.ModuleList, nn.ModuleList, nn.Linear]:
+    """``(controllers, interfaces, output)``: the modules holding a shell's parameters, named as
+    pytorch-dnc names them; the controllers start from the cell's own initialisation."""
+    init = cell.init_params()
+    controllers = nn.ModuleList(
+        Parameters({k.split(".", 2)[2]: v for k, v in init.items() if k.startswith(f"controllers.{layer}.")})
+        for layer in range(o.num_layers)
+    )
+    interfaces = nn.ModuleList(
+        IndependentInterface(memory.interface_fields, o.hidden_size)
+        if o.independent_linears
+        else nn.Linear(o.hidden_size, memory.interface_size)
+        for _ in range(o.num_layers)
+    )
+    return controllers, interfaces, nn.Linear(o.hidden_size + memory.read_size, o.output_size)
+
+
+__all__ = ["IndependentInterface", "Parameters", "shell_parameters"]
