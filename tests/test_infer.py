@@ -249,7 +249,7 @@ def test_aot_package_runs_without_compiling_and_equals_eager(checkpoint, tmp_pat
 
 def test_load_needs_a_package_not_a_checkpoint(checkpoint, tmp_path, capsys):
     assert main([]) == 2
-    assert "give a checkpoint or --load PACKAGE.pt2" in capsys.readouterr().err
+    assert "required: checkpoint (or --load PACKAGE.pt2" in capsys.readouterr().err
     assert main([str(checkpoint), "--load", str(tmp_path / "x.pt2")]) == 2
     assert main(["--load", str(tmp_path / "missing.pt2")]) == 2
     assert f"--load: no file at {tmp_path / 'missing.pt2'}" in capsys.readouterr().err

@@ -27,7 +27,7 @@ Backends:
   the same on CPU and CUDA, O(N) per query; the oracle the others are tested against. On eager
   tensors (the shells' fast path) a float32 pass picks ``k + 32`` candidates and only those are
   re-scored in float64, falling back to every row where a tie group crosses that margin
-  (:func:`_prefiltered_exact`); under ``vmap`` or ``torch.compile`` every row is scored in float64.
+  (``_prefiltered_exact``); under ``vmap`` or ``torch.compile`` every row is scored in float64.
 - ``faiss``: a ``torch.library.custom_op`` (``memfn::faiss_nearest_cells``) with a fake kernel and
   a vmap rule, so compiled graphs keep no graph break. Only written rows are indexed (normalised as
   the cosine normalises them, searched by inner product). A search asks for ``2k`` hits and for more
@@ -81,7 +81,7 @@ HNSW_NEIGHBOURS = 32
 #:     131,072     407.9 / 858.0      247.2 / 745.7      10.7 / 65.5  (1310)
 #:
 #: (The first exact column scored every row in float64; the eager float32 prefilter now in
-#: :func:`_prefiltered_exact` brings exact to within a few ms of a plain top-k: second column.)
+#: ``_prefiltered_exact`` brings exact to within a few ms of a plain top-k: second column.)
 #: IVF's per-example Python and faiss calls suffer most from a busy machine. Parity is near 16,384
 #: cells in both runs; exact is kept up to there (it is exact, and pytorch-dnc's default
 #: ``nr_cells=5000`` stays exact), the maintained IVF index above, where exact grows linearly.
@@ -218,7 +218,7 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
     return _faiss_op(memory, keys, k, config.index, config.num_lists, config.index_checks)
 
 
-#: Extra float32 candidates the eager exact search re-scores in float64 (see :func:`_prefiltered_exact`).
+#: Extra float32 candidates the eager exact search re-scores in float64 (see ``_prefiltered_exact``).
 PREFILTER_MARGIN = 32
 
 

@@ -422,7 +422,7 @@ def infer(args: argparse.Namespace) -> Inference:
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if (args.checkpoint is None) == (args.load is None):
-        raise UserError("give a checkpoint or --load PACKAGE.pt2 (one of them)")
+        raise UserError("the following arguments are required: checkpoint (or --load PACKAGE.pt2, not both)")
     if args.load and (args.export or args.aot or args.no_compile or args.cuda >= 0):
         raise UserError(
             "--load runs a compiled package as it is: --export, --aot, --no-compile and --cuda need a checkpoint"
