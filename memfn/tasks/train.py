@@ -63,7 +63,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         p.add_argument(*sorted(flags, key=len), dest=name.replace("-", "_"), **kw)
 
     # pytorch-dnc's options and defaults (its copy task).
-    opt("input_size", type=int, default=6, help="input width (copy: bits + 1 delimiter channel)")
+    default_input = TASKS[task].default_input_size if task in TASKS else 6
+    opt("input_size", type=int, default=default_input, help=f"input width (default {default_input}; copy: bits + 1 "
+        "delimiter channel; the other tasks' docstrings in memfn.tasks say how they use it)")  # fmt: skip
     opt("rnn_type", default="lstm", choices=["lstm", "gru", "rnn"], help="controller type")
     opt("nhid", type=int, default=64, help="controller hidden units")
     opt("dropout", type=float, default=0.0, help="controller dropout between layers")
@@ -79,7 +81,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("read_heads", type=int, default=4, help="read heads")
     opt("sparse_reads", type=int, default=10, help="sparse reads per head (sam, sdnc)")
     opt("temporal_reads", type=int, default=2, help="temporal reads (sdnc)")
-    opt("sequence_max_length", type=int, default=4, help="longest training sequence")
+    opt("sequence_max_length", type=int, default=4, help="longest training sequence (graph tasks: largest graph)")
     opt("curriculum_increment", type=int, default=0, help="grow sequence_max_length by this much ...")
     opt("curriculum_freq", type=int, default=1000, help="... every this many iterations")
     opt("cuda", type=int, default=-1, help="GPU id, -1 for CPU (falls back to CPU with a warning)")
@@ -144,13 +146,30 @@ def check_args(args: argparse.Namespace) -> None:
     _finite("clip", args.clip, 0.0)
     if args.stop_at is not None and not math.isfinite(args.stop_at):
         raise UserError(f"--stop-at must be a finite number, got {args.stop_at}")
-    if args.input_size < 2:  # copy: no bits to copy; adding/argmax: no numbers
+    if args.input_size < 2 and args.task in ("copy", "adding", "argmax"):  # no bits to copy; no numbers
         what = {"copy": "bits + delimiter"}.get(args.task, "numbers + terminator")
         raise UserError(f"-input_size must be >= 2 for the {args.task} task ({what}), got {args.input_size}")
+    task = make_task(args)
+    lengths = {"-sequence_max_length": [args.sequence_max_length], "--eval-lengths": args.eval_lengths or []}
+    for option, values in lengths.items():
+        low, high = task.min_length, task.max_length
+        bad = [v for v in values if v < low or (high is not None and v > high)]
+        if bad:
+            within = f"{low} to {high}" if high is not None else f">= {low}"
+            raise UserError(f"{option} must be {within} for the {args.task} task (-input_size {args.input_size}), "
+                            f"got {bad[0]}")  # fmt: skip
     if args.memory_type in ("sam", "sdnc"):
         for name in ("sparse_reads",) + (("temporal_reads",) if args.memory_type == "sdnc" else ()):
             if getattr(args, name) > args.mem_slot:
                 raise UserError(f"-{name} must be <= -mem_slot ({args.mem_slot}), got {getattr(args, name)}")
+
+
+def make_task(args: argparse.Namespace) -> Task:
+    """The task of ``args.task`` sized by ``-input_size``; ``UserError`` if that size cannot encode it."""
+    try:
+        return TASKS[args.task](args.input_size)
+    except ValueError as exc:
+        raise UserError(f"-input_size: {exc}") from None
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -504,7 +523,7 @@ def evaluate(model: nn.Module, task: Task, length: int, batch_size: int, generat
 def train(args: argparse.Namespace) -> dict:
     """Train as the options say; returns the final generalisation results (metric per length)."""
     check_args(args)
-    task = TASKS[args.task](args.input_size)
+    task = make_task(args)
     check_paths(args)
     ckpt = load_checkpoint(args.resume, args) if args.resume else None  # before anything is written
     rank, world = _distributed()
@@ -538,7 +557,7 @@ def train(args: argparse.Namespace) -> dict:
     it = start - 1
     reason = "done"
     for it in range(start, args.iterations + 1):
-        length = int(torch.randint(1, max_length + 1, (1,), generator=data_gen))
+        length = int(torch.randint(task.min_length, max_length + 1, (1,), generator=data_gen))
         batch = task.sample(args.batch_size, length, data_gen)
         output, _ = ddp(batch.inputs.to(device), None, reset_experience=True)
         loss = task.loss(output, batch._replace(targets=batch.targets.to(device)))
@@ -557,6 +576,8 @@ def train(args: argparse.Namespace) -> dict:
         log.step(loss.item())
         if args.curriculum_increment and it % args.curriculum_freq == 0:
             max_length += args.curriculum_increment
+            if task.max_length is not None:  # graph tasks: no larger graph than the ids allow
+                max_length = min(max_length, task.max_length)
         if it % args.summarize_freq == 0:
             # The metric comes from a fresh batch at the current longest length: the training batch
             # has a random length, and short ones make any model look perfect.
@@ -617,8 +638,7 @@ def _gather_states(gen: torch.Generator, world: int) -> list[Tensor]:
 
 
 def _reached(task: Task, metric: float, target: float) -> bool:
-    higher_is_better = task.metric_name == "accuracy"
-    return metric >= target if higher_is_better else metric <= target
+    return metric >= target if task.higher_is_better else metric <= target
 
 
 def run_command(prog: str, command: Callable[[], object]) -> int:
@@ -660,7 +680,13 @@ def main(task: str, argv: list[str] | None = None) -> int:
         longest = args.sequence_max_length + args.curriculum_increment * (
             args.iterations // max(args.curriculum_freq, 1)
         )
-        args.output_size = max(args.input_size, longest) if task == "argmax" else None
+        if task == "argmax":
+            args.output_size = max(args.input_size, longest)
+        else:  # the papers' tasks read fewer (or more) features than they take
+            try:
+                args.output_size = TASKS[task](args.input_size).output_size
+            except ValueError:
+                args.output_size = None  # check_args reports the -input_size
         train(args)
 
     return run_command(parser.prog, command)
