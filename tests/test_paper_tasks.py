@@ -242,3 +242,12 @@ def test_each_script_trains_every_memory_type(name, memory, capsys, tmp_path):
             and ckpt["config"]["output_size"] == TASKS[name](TASKS[name].default_input_size).output_size
         )
         assert (tmp_path / "p" / "ck" / "training_curve.png").is_file()
+
+
+def test_max_seconds_stops_the_run_with_a_final_summary(capsys):
+    argv = [*SMALL, "-iterations", "1000", "-summarize_freq", "500", "--quiet", "--plot-dir", "", "--max-seconds",
+            "0.001", "-sequence_max_length", "3", "--eval-lengths", "3"]  # fmt: skip
+    assert main("key_value", argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert re.search(r"^iter 1 loss \S+ bit_error_rate \S+$", out, re.M), out
+    assert "stopping at iteration 1: --max-seconds 0.001 reached" in out and "trained 1 iterations" in out

@@ -115,6 +115,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("tensorboard", default=None, nargs="?", const="runs", help="log scalars to TensorBoard (log dir)")
     opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
     opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
+    opt("max-seconds", type=float, default=None, help="stop once training has run this long (a time budget)")
     opt("eval-lengths", type=int, nargs="+", metavar="L", help="lengths evaluated at the end (copy: 1x 2x 4x)")
     return p
 
@@ -144,6 +145,8 @@ def check_args(args: argparse.Namespace) -> None:
     _finite("lr", args.lr, 0.0)
     # clip_grad_norm_ with a norm <= 0 flips or zeroes every gradient.
     _finite("clip", args.clip, 0.0)
+    if args.max_seconds is not None:
+        _finite("max-seconds", args.max_seconds, 0.0)
     if args.stop_at is not None and not math.isfinite(args.stop_at):
         raise UserError(f"--stop-at must be a finite number, got {args.stop_at}")
     if args.input_size < 2 and args.task in ("copy", "adding", "argmax"):  # no bits to copy; no numbers
@@ -588,7 +591,18 @@ def train(args: argparse.Namespace) -> dict:
             _, metric, debug = evaluate(model, task, max_length, size, eval_gen, debug=want_plot)
             last = (loss.item(), metric)
             log.summary(it, loss.item(), metric, debug)
-        stopping = args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at)
+        target = args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at)
+        out_of_time = args.max_seconds is not None and time.perf_counter() - t0 >= args.max_seconds and not target
+        if args.max_seconds is not None and world > 1:  # every rank stops at the same iteration (rank 0's clock)
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if out_of_time and it % args.summarize_freq != 0:  # the final model's metric, summarised
+            _, metric, debug = evaluate(model, task, max_length, max(args.batch_size, SUMMARY_SEQUENCES), eval_gen,
+                                        debug=rank == 0 and bool(args.plot_dir or args.visdom))  # fmt: skip
+            last = (loss.item(), metric)
+            log.summary(it, loss.item(), metric, debug)
+        stopping = target or out_of_time
         # Every check_freq iterations, and the final model whenever the run ends.
         save = it % args.check_freq == 0 or it == args.iterations or stopping
         if args.checkpoint_dir and rank == 0 and save:
@@ -601,9 +615,13 @@ def train(args: argparse.Namespace) -> dict:
             saved_at = it
         elif args.checkpoint_dir and world > 1 and save:
             _gather_states(data_gen, world)
-        if stopping:
+        if target:
             log.line(f"stopping at iteration {it}: {task.metric_name} {last[1]:.6g} reached --stop-at {args.stop_at}")
             reason = f"target reached ({task.metric_name} {last[1]:.4g})"
+            break
+        if out_of_time:
+            log.line(f"stopping at iteration {it}: --max-seconds {args.max_seconds:g} reached")
+            reason = f"time budget reached ({task.metric_name} {last[1]:.4g})"
             break
     seconds = time.perf_counter() - t0
     results: dict[str, Any] = {"iterations": it, "seconds": seconds, "loss": last[0], task.metric_name: last[1]}
@@ -670,23 +688,22 @@ def _out_of_memory(exc: RuntimeError) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
-def main(task: str, argv: list[str] | None = None) -> int:
-    parser = build_parser(task)
-
-    def command() -> None:
-        args = parser.parse_args(argv)
-        args.task = task
-        # argmax scores positions with the output features: make room for the longest sequence.
+def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of ``tasks/<task>_task.py argv`` as :func:`train` takes them (``UserError`` on a mistake)."""
+    args = build_parser(task).parse_args(argv)
+    args.task = task
+    if task == "argmax":  # argmax scores positions with the output features: room for the longest sequence
         longest = args.sequence_max_length + args.curriculum_increment * (
             args.iterations // max(args.curriculum_freq, 1)
         )
-        if task == "argmax":
-            args.output_size = max(args.input_size, longest)
-        else:  # the papers' tasks read fewer (or more) features than they take
-            try:
-                args.output_size = TASKS[task](args.input_size).output_size
-            except ValueError:
-                args.output_size = None  # check_args reports the -input_size
-        train(args)
+        args.output_size = max(args.input_size, longest)
+    else:  # the papers' tasks read fewer (or more) features than they take
+        try:
+            args.output_size = TASKS[task](args.input_size).output_size
+        except ValueError:
+            args.output_size = None  # check_args reports the -input_size
+    return args
 
-    return run_command(parser.prog, command)
+
+def main(task: str, argv: list[str] | None = None) -> int:
+    return run_command(build_parser(task).prog, lambda: train(parse_args(task, argv)))
