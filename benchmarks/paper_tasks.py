@@ -32,17 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 #: The command behind each task's learning run (README, "The papers' tasks"), less the time budget.
 COMMANDS = {
     "repeat_copy": "-sequence_max_length 6 -nhid 128 -read_heads 2 -mem_slot 16 -mem_size 16 -batch_size 32 -lr 0.003",
-    "associative_recall": "-sequence_max_length 6 -nhid 128 -read_heads 1 -mem_slot 16 -mem_size 16 -batch_size 32 "
+    "associative_recall": "-sequence_max_length 6 -nhid 128 -read_heads 1 -mem_slot 32 -mem_size 16 -batch_size 32 "
     "-lr 0.003",
     "priority_sort": "-sequence_max_length 5 -nhid 128 -read_heads 2 -mem_slot 16 -mem_size 16 -batch_size 32 "
     "-lr 0.003",
-    "key_value": "-sequence_max_length 6 -nhid 128 -read_heads 1 -mem_slot 16 -mem_size 16 -batch_size 32 -lr 0.003",
-    "graph_traversal": "-sequence_max_length 5 -curriculum_increment 1 -curriculum_freq 500 -nhid 128 -read_heads 1 "
+    "key_value": "-input_size 11 -sequence_max_length 6 -nhid 128 -read_heads 1 -mem_slot 32 -mem_size 16 "
+    "-batch_size 32 -lr 0.003",
+    "graph_traversal": "-sequence_max_length 4 -curriculum_increment 1 -curriculum_freq 300 -nhid 128 -read_heads 1 "
     "-mem_slot 32 -mem_size 32 -batch_size 32 -lr 0.003",
-    "shortest_path": "-sequence_max_length 5 -curriculum_increment 1 -curriculum_freq 500 -nhid 128 -read_heads 2 "
+    "shortest_path": "-sequence_max_length 4 -curriculum_increment 1 -curriculum_freq 300 -nhid 128 -read_heads 2 "
     "-mem_slot 32 -mem_size 32 -batch_size 32 -lr 0.003",
 }
-#: Longer (larger) held-out instances, as multiples of the trained length; graphs: fixed sizes.
+#: Longer (larger) held-out instances, as multiples of the trained length; graphs: 10 and 12 nodes.
 EVAL = {"repeat_copy": (1, 2, 4), "associative_recall": (1, 2, 4), "priority_sort": (1, 2), "key_value": (1, 2, 4)}
 GRAPH_EVAL = (10, 12)
 
@@ -60,14 +61,12 @@ def run(task: str, memory: str, args: argparse.Namespace) -> dict:
     from memfn.tasks.train import parse_args, train
 
     options = parse_args(task, COMMANDS[task].split())
-    lengths = (
-        [options.sequence_max_length * m for m in EVAL[task]]
-        if task in EVAL
-        else [min(options.sequence_max_length + options.curriculum_increment * 1000, 10), *GRAPH_EVAL]
-    )
+    lengths = [options.sequence_max_length * m for m in EVAL[task]] if task in EVAL else list(GRAPH_EVAL)
     argv = [*COMMANDS[task].split(), *memory_options(memory, args.sparse_cells), "--threads", str(args.threads),
             "--seed", str(args.seed), "--quiet", "--plot-dir", "", "-iterations", str(args.iterations),
             "--max-seconds", str(args.seconds), "--eval-lengths", *map(str, dict.fromkeys(lengths))]  # fmt: skip
+    if args.checkpoint_root:  # keep each model (e.g. for --evaluate with more cells)
+        argv += ["--checkpoint-dir", str(Path(args.checkpoint_root) / f"{task}_{memory}"), "--overwrite"]
     torch.manual_seed(args.seed)
     results = train(parse_args(task, argv))
     results.update(task=task, memory=memory)
@@ -107,6 +106,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--checkpoint-root", help="save each run's final model under this folder (<task>_<memory>)")
     p.add_argument("--evaluate", metavar="CHECKPOINT", help="score this checkpoint instead of training")
     p.add_argument("--mem-slot", type=int, help="with --evaluate: run the trained weights with this many cells")
     p.add_argument("--lengths", type=int, nargs="+", help="with --evaluate: lengths (default: the trained one)")

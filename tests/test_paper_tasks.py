@@ -251,3 +251,33 @@ def test_max_seconds_stops_the_run_with_a_final_summary(capsys):
     out = capsys.readouterr().out
     assert re.search(r"^iter 1 loss \S+ bit_error_rate \S+$", out, re.M), out
     assert "stopping at iteration 1: --max-seconds 0.001 reached" in out and "trained 1 iterations" in out
+
+
+# -- learning (the README's commands, shortened): -m slow -------------------------------------------
+
+
+def _learn(name: str, command: str, capsys) -> dict[int, float]:
+    """Train in process with the task script's loop; the held-out metric per evaluated length."""
+    assert main(name, [*command.split(), "--quiet", "--plot-dir", "", "--threads", "1"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    metric = TASKS[name].metric_name
+    return {int(n): float(v) for n, v in re.findall(rf"^generalisation length (\d+): {metric} (\S+)$", out, re.M)}
+
+
+@pytest.mark.slow
+def test_associative_recall_learns_with_the_dnc(capsys):
+    # The README's command stops at 0 wrong bits at iteration 3,500 (288 s); 2,000 iterations take
+    # about 3 minutes and were at 8-15 % wrong bits.
+    command = "-sequence_max_length 6 -nhid 128 -read_heads 1 -mem_slot 32 -mem_size 16 -batch_size 32 -lr 0.003"
+    rates = _learn("associative_recall", command + " -iterations 2000 --eval-lengths 6", capsys)
+    assert rates[6] < 0.25, rates
+
+
+def test_the_graph_curriculum_grows_the_graphs_up_to_curriculum_max(capsys):
+    argv = [*SMALL, "-iterations", "4", "-summarize_freq", "4", "--quiet", "--plot-dir", "", "-sequence_max_length",
+            "3", "-curriculum_increment", "1", "-curriculum_freq", "1", "--curriculum-max", "5"]  # fmt: skip
+    assert main("graph_traversal", argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert re.findall(r"^generalisation length (\d+):", out, re.M) == ["5"]  # 3 -> 4 -> 5, then no larger
+    assert main("graph_traversal", [*argv, "--curriculum-max", "2"]) == 2
+    assert "--curriculum-max must be >= -sequence_max_length (3), got 2" in capsys.readouterr().err

@@ -84,6 +84,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("sequence_max_length", type=int, default=4, help="longest training sequence (graph tasks: largest graph)")
     opt("curriculum_increment", type=int, default=0, help="grow sequence_max_length by this much ...")
     opt("curriculum_freq", type=int, default=1000, help="... every this many iterations")
+    opt("curriculum-max", type=int, default=None, help="... up to this length (graph tasks: nodes); default no limit")
     opt("cuda", type=int, default=-1, help="GPU id, -1 for CPU (falls back to CPU with a warning)")
     opt("iterations", type=int, default=100000, help="training iterations")
     opt("summarize_freq", type=int, default=100, help="log, plot and evaluate every this many iterations")
@@ -133,6 +134,9 @@ def check_args(args: argparse.Namespace) -> None:
                  "check_freq", "plot_keep", "threads"):  # fmt: skip
         if getattr(args, name) < 1:
             raise UserError(f"-{name} must be >= 1, got {getattr(args, name)}")
+    if args.curriculum_max is not None and args.curriculum_max < args.sequence_max_length:
+        raise UserError(f"--curriculum-max must be >= -sequence_max_length ({args.sequence_max_length}), "
+                        f"got {args.curriculum_max}")  # fmt: skip
     if args.eval_lengths is not None and min(args.eval_lengths) < 1:
         raise UserError(f"--eval-lengths must all be >= 1, got {' '.join(map(str, args.eval_lengths))}")
     if args.task == "argmax" and args.eval_lengths and max(args.eval_lengths) > args.output_size:
@@ -579,8 +583,8 @@ def train(args: argparse.Namespace) -> dict:
         log.step(loss.item())
         if args.curriculum_increment and it % args.curriculum_freq == 0:
             max_length += args.curriculum_increment
-            if task.max_length is not None:  # graph tasks: no larger graph than the ids allow
-                max_length = min(max_length, task.max_length)
+            for cap in (task.max_length, args.curriculum_max):  # graph tasks: no larger graph than the ids allow
+                max_length = max_length if cap is None else min(max_length, cap)
         if it % args.summarize_freq == 0:
             # The metric comes from a fresh batch at the current longest length: the training batch
             # has a random length, and short ones make any model look perfect.
