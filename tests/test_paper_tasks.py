@@ -281,3 +281,24 @@ def test_the_graph_curriculum_grows_the_graphs_up_to_curriculum_max(capsys):
     assert re.findall(r"^generalisation length (\d+):", out, re.M) == ["5"]  # 3 -> 4 -> 5, then no larger
     assert main("graph_traversal", [*argv, "--curriculum-max", "2"]) == 2
     assert "--curriculum-max must be >= -sequence_max_length (3), got 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about 10-20 s: the final evaluation scores 100 sequences per length and run
+def test_the_comparison_benchmark_prints_one_table_row_per_run(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_tasks_benchmark", ROOT / "benchmarks" / "paper_tasks.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["paper_tasks.py", "--tasks", "associative_recall", "--memories", "dnc", "sam", "--iterations", "2",
+            "--seconds", "60", "--sparse-cells", "16", "--checkpoint-root", str(tmp_path)]  # fmt: skip
+    monkeypatch.setattr("sys.argv", argv)
+    bench.main()
+    out = capsys.readouterr().out
+    row = r"^\| associative_recall \| (\w+) \| 2 \| bit_error_rate \| 6: \S+, 12: \S+, 24: \S+ \|$"
+    rows = re.findall(row, out, re.M)
+    assert rows == ["dnc", "sam"], out
+    monkeypatch.setattr("sys.argv", ["paper_tasks.py", "--evaluate", str(tmp_path / "associative_recall_sam"),
+                                     "--mem-slot", "64", "--lengths", "6", "--sequences", "4"])  # fmt: skip
+    bench.main()
+    assert re.search(r"^length 6: bit_error_rate \S+ ", capsys.readouterr().out, re.M)
