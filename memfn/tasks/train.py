@@ -2,7 +2,8 @@
 
 Options accept both ``-name`` (pytorch-dnc's README) and ``--name``. Ours on top: ``--seed``,
 ``--compile``, ``--checkpoint-dir``, ``--resume``, ``--plot-dir``, ``--tensorboard``, ``--quiet``,
-``--stop-at``, ``--eval-lengths``, ``--controller-init``, ``--knn``, ``--index``. Under ``torchrun``
+``--stop-at``, ``--max-seconds``, ``--curriculum-max``, ``--eval-lengths``, ``--controller-init``,
+``--knn``, ``--index``. Under ``torchrun``
 the model is wrapped in DDP (gloo on CPU, nccl on GPU): gradients are averaged and rank 0 alone
 logs, plots and checkpoints.
 """
