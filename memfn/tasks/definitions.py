@@ -26,6 +26,15 @@ class Task:
     metric_name: str = ""
     #: Generalisation evaluation lengths, as multiples of the training length.
     eval_multiples: tuple[int, ...] = (1,)
+    #: Whether a larger metric is better (``--stop-at`` stops at or above the target, else at or below).
+    higher_is_better: bool = False
+    #: The shortest and longest ``length`` the task can draw (``None``: no limit).
+    min_length: int = 1
+    max_length: int | None = None
+    #: The ``-input_size`` a task script uses unless told otherwise.
+    default_input_size: int = 6
+    #: Output features the task reads (``None``: the input size).
+    output_size: int | None = None
 
     def __init__(self, input_size: int) -> None:
         self.input_size = input_size
@@ -136,6 +145,7 @@ class ArgmaxTask(Task):
     """
 
     name, metric_name, eval_multiples = "argmax", "accuracy", (1,)
+    higher_is_better = True
 
     def sample(self, batch_size: int, length: int, generator: torch.Generator) -> Batch:
         inputs, numbers = _one_hot_sequence(batch_size, length, self.input_size, generator)
@@ -161,3 +171,9 @@ class ArgmaxTask(Task):
 
 
 TASKS: dict[str, type[Task]] = {"copy": CopyTask, "adding": AddingTask, "argmax": ArgmaxTask}
+
+# The papers' tasks (repeat copy, associative recall, priority sort, key-value, graph tasks); imported
+# here, after Task and Batch exist, because they build on them.
+from memfn.tasks.paper_tasks import PAPER_TASKS  # noqa: E402
+
+TASKS.update(PAPER_TASKS)

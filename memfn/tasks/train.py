@@ -2,7 +2,8 @@
 
 Options accept both ``-name`` (pytorch-dnc's README) and ``--name``. Ours on top: ``--seed``,
 ``--compile``, ``--checkpoint-dir``, ``--resume``, ``--plot-dir``, ``--tensorboard``, ``--quiet``,
-``--stop-at``, ``--eval-lengths``, ``--controller-init``, ``--knn``, ``--index``. Under ``torchrun``
+``--stop-at``, ``--max-seconds``, ``--curriculum-max``, ``--eval-lengths``, ``--controller-init``,
+``--knn``, ``--index``. Under ``torchrun``
 the model is wrapped in DDP (gloo on CPU, nccl on GPU): gradients are averaged and rank 0 alone
 logs, plots and checkpoints.
 """
@@ -62,7 +63,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         p.add_argument(*sorted(flags, key=len), dest=name.replace("-", "_"), **kw)
 
     # pytorch-dnc's options and defaults (its copy task).
-    opt("input_size", type=int, default=6, help="input width (copy: bits + 1 delimiter channel)")
+    default_input = TASKS[task].default_input_size if task in TASKS else 6
+    opt("input_size", type=int, default=default_input, help=f"input width (default {default_input}; copy: bits + 1 "
+        "delimiter channel; the other tasks' docstrings in memfn.tasks say how they use it)")  # fmt: skip
     opt("rnn_type", default="lstm", choices=["lstm", "gru", "rnn"], help="controller type")
     opt("nhid", type=int, default=64, help="controller hidden units")
     opt("dropout", type=float, default=0.0, help="controller dropout between layers")
@@ -78,9 +81,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("read_heads", type=int, default=4, help="read heads")
     opt("sparse_reads", type=int, default=10, help="sparse reads per head (sam, sdnc)")
     opt("temporal_reads", type=int, default=2, help="temporal reads (sdnc)")
-    opt("sequence_max_length", type=int, default=4, help="longest training sequence")
+    opt("sequence_max_length", type=int, default=4, help="longest training sequence (graph tasks: largest graph)")
     opt("curriculum_increment", type=int, default=0, help="grow sequence_max_length by this much ...")
     opt("curriculum_freq", type=int, default=1000, help="... every this many iterations")
+    opt("curriculum-max", type=int, default=None, help="... up to this length (graph tasks: nodes); default no limit")
     opt("cuda", type=int, default=-1, help="GPU id, -1 for CPU (falls back to CPU with a warning)")
     opt("iterations", type=int, default=100000, help="training iterations")
     opt("summarize_freq", type=int, default=100, help="log, plot and evaluate every this many iterations")
@@ -117,6 +121,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("tensorboard", default=None, nargs="?", const="runs", help="log scalars to TensorBoard (log dir)")
     opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
     opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
+    opt("max-seconds", type=float, default=None, help="stop once training has run this long (a time budget)")
     opt("eval-lengths", type=int, nargs="+", metavar="L", help="lengths evaluated at the end (copy: 1x 2x 4x)")
     return p
 
@@ -134,6 +139,9 @@ def check_args(args: argparse.Namespace) -> None:
                  "check_freq", "plot_keep", "threads"):  # fmt: skip
         if getattr(args, name) < 1:
             raise UserError(f"-{name} must be >= 1, got {getattr(args, name)}")
+    if args.curriculum_max is not None and args.curriculum_max < args.sequence_max_length:
+        raise UserError(f"--curriculum-max must be >= -sequence_max_length ({args.sequence_max_length}), "
+                        f"got {args.curriculum_max}")  # fmt: skip
     if args.eval_lengths is not None and min(args.eval_lengths) < 1:
         raise UserError(f"--eval-lengths must all be >= 1, got {' '.join(map(str, args.eval_lengths))}")
     if args.task == "argmax" and args.eval_lengths and max(args.eval_lengths) > args.output_size:
@@ -146,15 +154,34 @@ def check_args(args: argparse.Namespace) -> None:
     _finite("lr", args.lr, 0.0)
     # clip_grad_norm_ with a norm <= 0 flips or zeroes every gradient.
     _finite("clip", args.clip, 0.0)
+    if args.max_seconds is not None:
+        _finite("max-seconds", args.max_seconds, 0.0)
     if args.stop_at is not None and not math.isfinite(args.stop_at):
         raise UserError(f"--stop-at must be a finite number, got {args.stop_at}")
-    if args.input_size < 2:  # copy: no bits to copy; adding/argmax: no numbers
+    if args.input_size < 2 and args.task in ("copy", "adding", "argmax"):  # no bits to copy; no numbers
         what = {"copy": "bits + delimiter"}.get(args.task, "numbers + terminator")
         raise UserError(f"-input_size must be >= 2 for the {args.task} task ({what}), got {args.input_size}")
+    task = make_task(args)
+    lengths = {"-sequence_max_length": [args.sequence_max_length], "--eval-lengths": args.eval_lengths or []}
+    for option, values in lengths.items():
+        low, high = task.min_length, task.max_length
+        bad = [v for v in values if v < low or (high is not None and v > high)]
+        if bad:
+            within = f"{low} to {high}" if high is not None else f">= {low}"
+            raise UserError(f"{option} must be {within} for the {args.task} task (-input_size {args.input_size}), "
+                            f"got {bad[0]}")  # fmt: skip
     if args.memory_type in ("sam", "sdnc"):
         for name in ("sparse_reads",) + (("temporal_reads",) if args.memory_type == "sdnc" else ()):
             if getattr(args, name) > args.mem_slot:
                 raise UserError(f"-{name} must be <= -mem_slot ({args.mem_slot}), got {getattr(args, name)}")
+
+
+def make_task(args: argparse.Namespace) -> Task:
+    """The task of ``args.task`` sized by ``-input_size``; ``UserError`` if that size cannot encode it."""
+    try:
+        return TASKS[args.task](args.input_size)
+    except ValueError as exc:
+        raise UserError(f"-input_size: {exc}") from None
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -509,7 +536,7 @@ def evaluate(model: nn.Module, task: Task, length: int, batch_size: int, generat
 def train(args: argparse.Namespace) -> dict:
     """Train as the options say; returns the final generalisation results (metric per length)."""
     check_args(args)
-    task = TASKS[args.task](args.input_size)
+    task = make_task(args)
     check_paths(args)
     ckpt = load_checkpoint(args.resume, args) if args.resume else None  # before anything is written
     rank, world = _distributed()
@@ -543,7 +570,7 @@ def train(args: argparse.Namespace) -> dict:
     it = start - 1
     reason = "done"
     for it in range(start, args.iterations + 1):
-        length = int(torch.randint(1, max_length + 1, (1,), generator=data_gen))
+        length = int(torch.randint(task.min_length, max_length + 1, (1,), generator=data_gen))
         batch = task.sample(args.batch_size, length, data_gen)
         output, _ = ddp(batch.inputs.to(device), None, reset_experience=True)
         loss = task.loss(output, batch._replace(targets=batch.targets.to(device)))
@@ -562,6 +589,8 @@ def train(args: argparse.Namespace) -> dict:
         log.step(loss.item())
         if args.curriculum_increment and it % args.curriculum_freq == 0:
             max_length += args.curriculum_increment
+            for cap in (task.max_length, args.curriculum_max):  # graph tasks: no larger graph than the ids allow
+                max_length = max_length if cap is None else min(max_length, cap)
         if it % args.summarize_freq == 0:
             # The metric comes from a fresh batch at the current longest length: the training batch
             # has a random length, and short ones make any model look perfect.
@@ -572,7 +601,18 @@ def train(args: argparse.Namespace) -> dict:
             _, metric, debug = evaluate(model, task, max_length, size, eval_gen, debug=want_plot)
             last = (loss.item(), metric)
             log.summary(it, loss.item(), metric, debug)
-        stopping = args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at)
+        target = args.stop_at is not None and it % args.summarize_freq == 0 and _reached(task, last[1], args.stop_at)
+        out_of_time = args.max_seconds is not None and time.perf_counter() - t0 >= args.max_seconds and not target
+        if args.max_seconds is not None and world > 1:  # every rank stops at the same iteration (rank 0's clock)
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.broadcast(flag, 0)
+            out_of_time = bool(flag.item())
+        if out_of_time and it % args.summarize_freq != 0:  # the final model's metric, summarised
+            _, metric, debug = evaluate(model, task, max_length, max(args.batch_size, SUMMARY_SEQUENCES), eval_gen,
+                                        debug=rank == 0 and bool(args.plot_dir or args.visdom))  # fmt: skip
+            last = (loss.item(), metric)
+            log.summary(it, loss.item(), metric, debug)
+        stopping = target or out_of_time
         # Every check_freq iterations, and the final model whenever the run ends.
         save = it % args.check_freq == 0 or it == args.iterations or stopping
         if args.checkpoint_dir and rank == 0 and save:
@@ -585,9 +625,13 @@ def train(args: argparse.Namespace) -> dict:
             saved_at = it
         elif args.checkpoint_dir and world > 1 and save:
             _gather_states(data_gen, world)
-        if stopping:
+        if target:
             log.line(f"stopping at iteration {it}: {task.metric_name} {last[1]:.6g} reached --stop-at {args.stop_at}")
             reason = f"target reached ({task.metric_name} {last[1]:.4g})"
+            break
+        if out_of_time:
+            log.line(f"stopping at iteration {it}: --max-seconds {args.max_seconds:g} reached")
+            reason = f"time budget reached ({task.metric_name} {last[1]:.4g})"
             break
     seconds = time.perf_counter() - t0
     results: dict[str, Any] = {"iterations": it, "seconds": seconds, "loss": last[0], task.metric_name: last[1]}
@@ -622,8 +666,7 @@ def _gather_states(gen: torch.Generator, world: int) -> list[Tensor]:
 
 
 def _reached(task: Task, metric: float, target: float) -> bool:
-    higher_is_better = task.metric_name == "accuracy"
-    return metric >= target if higher_is_better else metric <= target
+    return metric >= target if task.higher_is_better else metric <= target
 
 
 def run_command(prog: str, command: Callable[[], object]) -> int:
@@ -655,17 +698,22 @@ def _out_of_memory(exc: RuntimeError) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
-def main(task: str, argv: list[str] | None = None) -> int:
-    parser = build_parser(task)
-
-    def command() -> None:
-        args = parser.parse_args(argv)
-        args.task = task
-        # argmax scores positions with the output features: make room for the longest sequence.
+def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of ``tasks/<task>_task.py argv`` as :func:`train` takes them (``UserError`` on a mistake)."""
+    args = build_parser(task).parse_args(argv)
+    args.task = task
+    if task == "argmax":  # argmax scores positions with the output features: room for the longest sequence
         longest = args.sequence_max_length + args.curriculum_increment * (
             args.iterations // max(args.curriculum_freq, 1)
         )
-        args.output_size = max(args.input_size, longest) if task == "argmax" else None
-        train(args)
+        args.output_size = max(args.input_size, longest)
+    else:  # the papers' tasks read fewer (or more) features than they take
+        try:
+            args.output_size = TASKS[task](args.input_size).output_size
+        except ValueError:
+            args.output_size = None  # check_args reports the -input_size
+    return args
 
-    return run_command(parser.prog, command)
+
+def main(task: str, argv: list[str] | None = None) -> int:
+    return run_command(build_parser(task).prog, lambda: train(parse_args(task, argv)))
