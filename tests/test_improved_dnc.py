@@ -249,9 +249,12 @@ def test_gradcheck_float64_whole_step(options: dict[str, Any]) -> None:
 # -- shells and task flags -------------------------------------------------------------------------
 
 
-def test_shell_with_every_option_runs_forward_backward_and_carries_its_state() -> None:
-    rnn = memfn.DNC(input_size=5, hidden_size=8, nr_cells=6, cell_size=4, read_heads=2, write_heads=2, **ALL)
-    assert rnn.interfaces[0].out_features == memfn.dnc(6, 4, 2, write_heads=2, **ALL).interface_size
+@pytest.mark.parametrize("independent", [False, True])
+def test_shell_with_every_option_runs_forward_backward_and_carries_its_state(independent: bool) -> None:
+    rnn = memfn.DNC(input_size=5, hidden_size=8, nr_cells=6, cell_size=4, read_heads=2, write_heads=2,
+                    independent_linears=independent, **ALL)  # fmt: skip
+    size = memfn.dnc(6, 4, 2, write_heads=2, **ALL).interface_size
+    assert rnn.step_params()["interfaces.0.weight"].shape[0] == size
     out, (chx, mhx, rv) = rnn(torch.randn(3, 4, 5))
     assert tuple(mhx["link_matrix"].shape) == (3, 2, 6, 6) and tuple(mhx["write_weights"].shape) == (3, 2, 6)
     out2, _ = rnn(torch.randn(3, 2, 5), memfn.detach((chx, mhx, rv)))
