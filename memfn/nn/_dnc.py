@@ -103,11 +103,9 @@ class DNC(MemoryNetwork):
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
         self.masking, self.deallocation, self.link_sharpness = masking, deallocation, link_sharpness
         self.write_heads = write_heads
-        options = dict(
-            masking=masking, deallocation=deallocation, link_sharpness=link_sharpness, write_heads=write_heads
-        )
         super().__init__(
-            lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads, **options),
+            lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads, masking=masking,
+                        deallocation=deallocation, link_sharpness=link_sharpness, write_heads=write_heads),
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,

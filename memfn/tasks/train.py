@@ -218,11 +218,13 @@ def build_model(args: argparse.Namespace) -> nn.Module:
         common["controller_init"] = args.controller_init
     # getattr: checkpoints written before these options existed rebuild with the defaults.
     search = {"knn": "faiss", "index": args.index} if getattr(args, "knn", "exact") == "faiss" else {}
+    masking, deallocation = bool(getattr(args, "masking", False)), bool(getattr(args, "deallocation", False))
+    sharpness, write_heads = bool(getattr(args, "sharpness", False)), int(getattr(args, "write_heads", 1))
     improvements = {
-        "masking": getattr(args, "masking", False),
-        "deallocation": getattr(args, "deallocation", False),
-        "link_sharpness": getattr(args, "sharpness", False),
-        "write_heads": getattr(args, "write_heads", 1),
+        "masking": masking,
+        "deallocation": deallocation,
+        "sharpness": sharpness,
+        "write_heads": write_heads,
     }
     if args.memory_type != "dnc" and improvements != _PLAIN_DNC:
         raise UserError("-masking, -deallocation, -sharpness and -write_heads apply to -memory_type dnc only")
@@ -230,10 +232,10 @@ def build_model(args: argparse.Namespace) -> nn.Module:
         return SAM(**common, sparse_reads=args.sparse_reads, **search)
     if args.memory_type == "sdnc":
         return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads, **search)
-    return DNC(**common, **improvements)
+    return DNC(**common, masking=masking, deallocation=deallocation, link_sharpness=sharpness, write_heads=write_heads)
 
 
-_PLAIN_DNC = {"masking": False, "deallocation": False, "link_sharpness": False, "write_heads": 1}
+_PLAIN_DNC = {"masking": False, "deallocation": False, "sharpness": False, "write_heads": 1}
 
 
 def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
