@@ -179,10 +179,9 @@ def dnc(
         link_sharpness: a learned exponent per read head on the forward and backward weightings
             (Sec. 3.3); adds ``2 * R`` interface entries.
         write_heads: write heads (Wh), each with its own key, strength, erase and write vectors,
-            gates and link matrix (deepmind/dnc's ``num_writes``).
-
-        The defaults are the DNC of Graves et al. 2016, with the same numbers as before these options
-        existed. :mod:`memfn.interface` documents the interface layout each option gives.
+            gates and link matrix (deepmind/dnc's ``num_writes``). With the defaults of these four
+            options the memory is the DNC of Graves et al. 2016, with the same numbers as before the
+            options existed; :mod:`memfn.interface` documents the layout each option gives.
 
     Returns:
         A :class:`~memfn._memory.Memory` whose state is a :class:`DNCState`; ``step(state, xi)`` with
