@@ -32,6 +32,27 @@ def content_weights(memory: Tensor, keys: Tensor, strengths: Tensor) -> Tensor:
     return weighted_softmax(cosine_similarity(keys, memory), strengths)
 
 
+def masked_content_weights(memory: Tensor, keys: Tensor, strengths: Tensor, masks: Tensor) -> Tensor:
+    """Masked content addressing ``C(M, k, beta, m)[i] = softmax_i(beta * cos(k o m, M[i] o m))``.
+
+    Csordas & Schmidhuber 2019, Sec. 3.1 (Eq. 2): each head's mask ``m`` in ``[0, 1]^W`` (a sigmoid
+    of the controller) multiplies both the key and every memory row before the cosine, so a head
+    can look up by part of a cell (a key stored beside its value) and ignore the rest.
+
+    memory ``[N, W]``, keys ``[H, W]``, strengths ``[H]``, masks ``[H, W]`` -> ``[H, N]``. An
+    all-ones mask gives :func:`content_weights`.
+
+    Examples:
+        >>> memory = torch.tensor([[1.0, 5.0], [1.0, -5.0]])  # same key (column 0), different values
+        >>> key, beta = torch.tensor([[1.0, -5.0]]), torch.tensor([10.0])
+        >>> memfn.addressing.masked_content_weights(memory, key, beta, torch.tensor([[1.0, 0.0]]))  # key only
+        tensor([[0.5000, 0.5000]])
+    """
+    masked_memory = memory.unsqueeze(-3) * masks.unsqueeze(-2)  # [H, N, W]
+    masked_keys = (keys * masks).unsqueeze(-2)  # [H, 1, W]
+    return weighted_softmax(cosine_similarity(masked_keys, masked_memory).squeeze(-2), strengths)
+
+
 def retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:
     """Memory retention ``psi = prod_r (1 - f_r * w^r_{t-1})``.
 
@@ -60,6 +81,18 @@ def usage(prev_usage: Tensor, prev_write_weights: Tensor, retention_vector: Tens
     return (prev_usage + w - prev_usage * w) * retention_vector
 
 
+def combined_write_weights(write_weights_: Tensor) -> Tensor:
+    """Several write heads as one for the usage: ``1 - prod_h (1 - w^w_h)`` (as deepmind/dnc).
+
+    write_weights_ ``[Wh, N]`` -> ``[N]`` in ``[0, 1]``; with one head, that head's weights.
+
+    Examples:
+        >>> memfn.addressing.combined_write_weights(torch.tensor([[0.5, 0.0], [0.5, 1.0]]))
+        tensor([0.7500, 1.0000])
+    """
+    return 1.0 - torch.prod(1.0 - write_weights_, dim=-2)
+
+
 def allocation_weights(usage_vector: Tensor) -> Tensor:
     """Allocation ``a[phi_j] = (1 - u[phi_j]) * prod_{i<j} u[phi_i]``, ``phi = argsort(u)``.
 
@@ -76,6 +109,31 @@ def allocation_weights(usage_vector: Tensor) -> Tensor:
     sorted_allocation = (1.0 - sorted_usage) * exclusive_cumprod(sorted_usage)
     # Out-of-place scatter: a[phi_j] = sorted_allocation[j] (vmap- and compile-safe).
     return torch.zeros_like(sorted_allocation).scatter(-1, phi, sorted_allocation)
+
+
+def multi_write_allocation_weights(usage_vector: Tensor, write_gates: Tensor) -> Tensor:
+    """Allocation for several write heads, one after another (deepmind/dnc's ``write_allocation_weights``).
+
+    Head ``h`` allocates from the usage left by the heads before it,
+    ``u^{(h+1)} = u^{(h)} + (1 - u^{(h)}) g_h a_h`` with ``a_h = allocation(u^{(h)})``, so two
+    heads that both allocate pick different cells. ``write_gates`` are ``g^w_h g^a_h``, how much
+    of each head's write goes to its allocation.
+
+    usage_vector ``[N]``, write_gates ``[Wh]`` -> ``[Wh, N]``; with one head, :func:`allocation_weights`.
+
+    Examples:
+        >>> a = memfn.addressing.multi_write_allocation_weights(torch.tensor([1.0, 0.0, 0.0]), torch.ones(2))
+        >>> a.round(decimals=3)  # the first head takes cell 1, the second cell 2
+        tensor([[0., 1., 0.],
+                [0., 0., 1.]])
+    """
+    allocations = []
+    u = usage_vector
+    for h in range(write_gates.shape[-1]):
+        a = allocation_weights(u)
+        allocations.append(a)
+        u = u + (1.0 - u) * write_gates[..., h : h + 1] * a
+    return torch.stack(allocations, dim=-2)
 
 
 def write_weights(
@@ -110,6 +168,44 @@ def updated_memory(memory: Tensor, write_weights_: Tensor, erase_vector: Tensor,
     """
     w = write_weights_.unsqueeze(-1)  # [N, 1]
     return memory * (1.0 - w * erase_vector.unsqueeze(-2)) + w * write_vector.unsqueeze(-2)
+
+
+def multi_updated_memory(
+    memory: Tensor, write_weights_: Tensor, erase_vectors: Tensor, write_vectors: Tensor
+) -> Tensor:
+    """Erase then add with several write heads: ``M_t = M_{t-1} o prod_h (1 - w_h e_h^T) + sum_h w_h v_h^T``.
+
+    As deepmind/dnc: every head erases from the old memory, then every head adds. memory ``[N, W]``,
+    write_weights_ ``[Wh, N]``, erase_vectors ``[Wh, W]``, write_vectors ``[Wh, W]`` -> ``[N, W]``;
+    with one head, :func:`updated_memory`.
+
+    Examples:
+        >>> w, e = torch.eye(2), torch.ones(2, 2)
+        >>> memfn.addressing.multi_updated_memory(torch.ones(2, 2), w, e, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        tensor([[1., 2.],
+                [3., 4.]])
+    """
+    keep = torch.prod(1.0 - write_weights_.unsqueeze(-1) * erase_vectors.unsqueeze(-2), dim=-3)  # [N, W]
+    return memory * keep + write_weights_.transpose(-1, -2) @ write_vectors
+
+
+def deallocated_memory(memory: Tensor, retention_vector: Tensor) -> Tensor:
+    """De-allocation: freed cells lose their content, ``M_{t-1} o (psi_t 1^T)``.
+
+    Csordas & Schmidhuber 2019, Sec. 3.2 (Eq. 3): the memory update becomes
+    ``M_t = M_{t-1} o (psi_t 1^T) o (E - w^w_t e_t^T) + w^w_t v_t^T``: the retention vector ``psi``
+    (:func:`retention`, from the free gates) that lowers a cell's usage also scales its content, so a
+    freed cell no longer answers content lookups. Apply it before :func:`updated_memory`. With zero
+    free gates ``psi = 1`` and the memory is unchanged.
+
+    memory ``[N, W]``, retention_vector ``[N]`` -> ``[N, W]``.
+
+    Examples:
+        >>> memfn.addressing.deallocated_memory(torch.ones(2, 3), torch.tensor([1.0, 0.0]))  # cell 1 freed
+        tensor([[1., 1., 1.],
+                [0., 0., 0.]])
+    """
+    return memory * retention_vector.unsqueeze(-1)
 
 
 def precedence(prev_precedence: Tensor, write_weights_: Tensor) -> Tensor:
@@ -357,6 +453,76 @@ torch.library.register_vmap(
 )
 
 
+def sharpened_weights(weights: Tensor, sharpness: Tensor) -> Tensor:
+    """Link distribution sharpness: ``S(d, s) = sum(d) * d^s / sum(d^s)``, per head.
+
+    Csordas & Schmidhuber 2019, Sec. 3.3 (Eq. 6): the forward and backward weightings are raised to
+    a learned power ``s >= 1`` (``oneplus`` of the controller, one for each read head and direction)
+    and renormalised, which undoes the blurring that the soft link matrix accumulates. Difference
+    from the paper: the result keeps the mass ``sum(d)`` of the plain weighting instead of summing
+    to 1, so ``s = 1`` is exactly the plain DNC, and a head at the end of a chain (``f = 0``) still
+    reads nothing forward (the paper's ``(d + eps) / max`` makes it uniform). Zero entries stay
+    zero, with zero gradient.
+
+    weights ``[..., H, N]``, sharpness ``[..., H]`` -> ``[..., H, N]``.
+
+    Examples:
+        >>> memfn.addressing.sharpened_weights(torch.tensor([[0.2, 0.4, 0.0]]), torch.tensor([2.0]))
+        tensor([[0.1200, 0.4800, 0.0000]])
+    """
+    peak = weights.amax(-1, keepdim=True)
+    positive = weights > 0
+    # d / max(d) in (0, 1]: the power neither under- nor overflows; where d = 0 use 1 (then masked
+    # out) so that neither d^s nor its derivative in s (d^s log d) is evaluated at 0.
+    scaled = torch.where(positive, weights / torch.where(peak > 0, peak, torch.ones_like(peak)), 1.0)
+    powered = torch.where(positive, scaled.pow(sharpness.unsqueeze(-1)), 0.0)
+    total = powered.sum(-1, keepdim=True)
+    mass = weights.sum(-1, keepdim=True)
+    return mass * powered / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def multi_forward_backward_read_weights(link: Tensor, prev_read_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward and backward weightings through each write head's links (deepmind/dnc's ``num_writes``).
+
+    link ``[Wh, N, N]``, prev_read_weights ``[R, N]`` -> ``(f, b)``, each ``[R, Wh, N]``:
+    ``f[r, h] = L_h w^r_{t-1}``, ``b[r, h] = L_h^T w^r_{t-1}``.
+
+    Examples:
+        >>> links = torch.tensor([[[0.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]])  # 0 -> 1; 1 -> 0
+        >>> f, b = memfn.addressing.multi_forward_backward_read_weights(links, torch.tensor([[1.0, 0.0]]))
+        >>> f
+        tensor([[[0., 1.],
+                 [0., 0.]]])
+    """
+    w = prev_read_weights.unsqueeze(-3).expand(*link.shape[:-2], *prev_read_weights.shape[-2:])
+    fwd, bwd = forward_backward_read_weights(link, w)  # [Wh, R, N] each
+    return fwd.movedim(-3, -2), bwd.movedim(-3, -2)
+
+
+def multi_read_weights(
+    read_content_weights: Tensor, forward_weights: Tensor, backward_weights: Tensor, read_modes: Tensor
+) -> Tensor:
+    """Read weighting with several write heads: ``w^r = sum_h pi_b[h] b_h + sum_h pi_f[h] f_h + pi_c c``.
+
+    read_content_weights ``[R, N]``, forward/backward weights ``[R, Wh, N]``, read_modes
+    ``[R, 2 Wh + 1]`` ordered (backward per head, forward per head, content), as deepmind/dnc
+    -> ``[R, N]``. With one write head, :func:`read_weights`.
+
+    Examples:
+        >>> modes = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]])  # forward through write head 0's links
+        >>> f = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+        >>> memfn.addressing.multi_read_weights(torch.zeros(1, 2), f, torch.zeros(1, 2, 2), modes)
+        tensor([[0., 1.]])
+    """
+    heads = forward_weights.shape[-2]
+    pi = read_modes.unsqueeze(-1)  # [R, 2Wh + 1, 1]
+    return (
+        (pi[..., :heads, :] * backward_weights).sum(-2)
+        + (pi[..., heads : 2 * heads, :] * forward_weights).sum(-2)
+        + pi[..., 2 * heads, :] * read_content_weights
+    )
+
+
 def read_weights(
     read_content_weights: Tensor, forward_weights: Tensor, backward_weights: Tensor, read_modes: Tensor
 ) -> Tensor:
@@ -407,14 +573,22 @@ def aten_decompositions() -> dict:
 __all__ = [
     "ALLOCATION_EPS",
     "allocation_weights",
+    "combined_write_weights",
     "content_weights",
+    "deallocated_memory",
     "directional_read_weights",
     "forward_backward_read_weights",
     "link_matrix",
+    "masked_content_weights",
+    "multi_forward_backward_read_weights",
+    "multi_read_weights",
+    "multi_updated_memory",
+    "multi_write_allocation_weights",
     "precedence",
     "read_vectors",
     "read_weights",
     "retention",
+    "sharpened_weights",
     "updated_memory",
     "usage",
     "write_weights",

@@ -26,8 +26,10 @@ PUBLIC_API = {
         "write_weights "
     ).split(),
     "memfn.addressing": (
-        "ALLOCATION_EPS allocation_weights content_weights directional_read_weights "
-        "forward_backward_read_weights link_matrix precedence read_vectors read_weights retention "
+        "ALLOCATION_EPS allocation_weights combined_write_weights content_weights deallocated_memory "
+        "directional_read_weights forward_backward_read_weights link_matrix masked_content_weights "
+        "multi_forward_backward_read_weights multi_read_weights multi_updated_memory "
+        "multi_write_allocation_weights precedence read_vectors read_weights retention sharpened_weights "
         "updated_memory usage write_weights "
     ).split(),
     "memfn.cell": ("Cell CellState batch_state batched_step check_inputs memory_cell run ").split(),
@@ -38,7 +40,7 @@ PUBLIC_API = {
     "memfn.controllers": ("Controller INITS LSTMState MEMORYLESS_GATE_BIAS RNNState controller gru lstm rnn ").split(),
     "memfn.interface": (
         "BACKWARD CONTENT DNCInterface FORWARD NUM_READ_MODES check_interface dnc_interface_size "
-        "interface_field_sizes split_dnc_interface "
+        "interface_field_sizes interface_layout split_dnc_interface "
     ).split(),
     "memfn.nn": ("DNC DenseMemoryView MemoryNetwork MemoryView SAM SDNC clone detach ").split(),
     "memfn.numerics": ("COSINE_EPS cosine_similarity exclusive_cumprod oneplus weighted_softmax ").split(),

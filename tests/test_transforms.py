@@ -35,8 +35,8 @@ def _cell_case():
     return functools.partial(cell.step, params), lambda: (state, torch.randn(2))
 
 
-def _dnc_case():
-    mem = memfn.dnc(nr_cells=N, cell_size=W, read_heads=R)
+def _dnc_case(**options):
+    mem = memfn.dnc(nr_cells=N, cell_size=W, read_heads=R, **options)
     state = mem.init()
     for _ in range(3):
         _, state = mem.step(state, torch.randn(mem.interface_size))
@@ -96,6 +96,30 @@ CASES: dict[str, tuple[Callable, Callable]] = {
         lambda: (torch.randn(memfn.dnc_interface_size(R, W)),),
     ),
     "dnc.step": _dnc_case(),
+    "dnc[improved].step": _dnc_case(masking=True, deallocation=True, link_sharpness=True, write_heads=2),
+    "masked_content_weights": (
+        A.masked_content_weights,
+        lambda: (torch.randn(N, W), torch.randn(R, W), 1 + torch.rand(R), torch.rand(R, W)),
+    ),
+    "deallocated_memory": (A.deallocated_memory, lambda: (torch.randn(N, W), torch.rand(N))),
+    "sharpened_weights": (A.sharpened_weights, lambda: (_dist(R, N) * (torch.rand(R, N) > 0.3), 1 + torch.rand(R))),
+    "combined_write_weights": (A.combined_write_weights, lambda: (_dist(2, N),)),
+    "multi_write_allocation_weights": (A.multi_write_allocation_weights, lambda: (torch.rand(N), torch.rand(2))),
+    "multi_updated_memory": (
+        A.multi_updated_memory,
+        lambda: (torch.randn(N, W), _dist(2, N), torch.rand(2, W), torch.randn(2, W)),
+    ),
+    "multi_forward_backward_read_weights": (
+        A.multi_forward_backward_read_weights,
+        lambda: (torch.rand(2, N, N) / N, _dist(R, N)),
+    ),
+    "multi_read_weights": (A.multi_read_weights, lambda: (_dist(R, N), _dist(R, 2, N), _dist(R, 2, N), _dist(R, 5))),
+    "split_dnc_interface[improved]": (
+        functools.partial(
+            memfn.split_dnc_interface, read_heads=R, cell_size=W, write_heads=2, masking=True, link_sharpness=True
+        ),
+        lambda: (torch.randn(memfn.dnc_interface_size(R, W, 2, True, True)),),
+    ),
     "sam.step": _sparse_case(memfn.sam(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=3)),
     "sdnc.step": _sparse_case(memfn.sdnc(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=2, temporal_reads=2)),
     "nearest_cells": (functools.partial(nearest_cells, k=3), lambda: (torch.randn(N, W), torch.randn(R, W))),
@@ -184,7 +208,14 @@ def test_broadcasting_equals_vmap(name):
 
 # Whole steps take 20-80 s each to compile here: the default run compiles the dense step and the
 # small functions; the sparse steps, the cell and the link-row update compile under -m slow.
-SLOW_TO_COMPILE = {"sam.step", "sdnc.step", "memory_cell.step", "sparse_link_rows", "nearest_cells[faiss]"}
+SLOW_TO_COMPILE = {
+    "dnc[improved].step",
+    "sam.step",
+    "sdnc.step",
+    "memory_cell.step",
+    "sparse_link_rows",
+    "nearest_cells[faiss]",
+}
 
 
 @pytest.mark.parametrize(

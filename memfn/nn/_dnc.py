@@ -46,6 +46,12 @@ class DNC(MemoryNetwork):
         controller_init: ``'memoryless'`` (default: zero recurrent weights and a forgetting cell at
             first, so the network learns to store in its memory; see :func:`memfn.controllers.controller`)
             or ``'torch'`` (``nn.LSTM``'s initialisation, as pytorch-dnc).
+        masking: masked content addressing (Csordas & Schmidhuber 2019; see :func:`memfn.dnc`).
+        deallocation: the free gates also erase freed cells' content (Csordas & Schmidhuber 2019).
+        link_sharpness: learned exponents on the forward/backward link weightings (Csordas & Schmidhuber 2019).
+        write_heads: write heads (deepmind/dnc's ``num_writes``); the state's write-head axis
+            (``link_matrix`` ``(B, Wh, N, N)``, ``precedence`` and ``write_weights`` ``(B, Wh, N)``)
+            grows with it. The defaults are the plain DNC (pytorch-dnc's).
         api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
             ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
             else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
@@ -88,11 +94,18 @@ class DNC(MemoryNetwork):
         checkpoint_every: int | None = None,
         controller_init: str = "memoryless",
         api: str | None = None,
+        masking: bool = False,
+        deallocation: bool = False,
+        link_sharpness: bool = False,
+        write_heads: int = 1,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
+        self.masking, self.deallocation, self.link_sharpness = masking, deallocation, link_sharpness
+        self.write_heads = write_heads
         super().__init__(
-            lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads),
+            lambda: dnc(nr_cells=nr_cells, cell_size=cell_size, read_heads=read_heads, masking=masking,
+                        deallocation=deallocation, link_sharpness=link_sharpness, write_heads=write_heads),
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from memfn import compat
+from memfn._dnc import PLAIN
 from memfn._dnc import read as dense_read
 from memfn._dnc import write as dense_write
 from memfn.interface import DNCInterface
@@ -79,21 +80,27 @@ class DenseMemoryView(MemoryView):
         hidden: Any,
     ) -> dict[str, Tensor]:
         """pytorch-dnc's ``Memory.write`` (activated values, its shapes) -> the new state.
-        ``read_strengths`` is accepted for signature compatibility and unused, as in ``dnc``."""
+        ``read_strengths`` is accepted for signature compatibility and unused, as in ``dnc``.
+        The network's de-allocation and write heads apply (erase and write vectors ``(B, Wh, W)``);
+        pytorch-dnc's signature has no masks, so the write key is not masked here."""
+        options = self._network.pure_memory.config or PLAIN
+        squeeze = options.write_heads == 1
         state = self._state(hidden, write_key.shape[0], write_key)
         io = DNCInterface(
             # write() reads no read field: they are left None.
             read_keys=cast(Tensor, None), read_strengths=cast(Tensor, None), read_modes=cast(Tensor, None),
             write_key=write_key, write_strength=write_strength,
-            erase_vector=erase_vector.squeeze(-2), write_vector=write_vector.squeeze(-2),
+            erase_vector=erase_vector.squeeze(-2) if squeeze else erase_vector,
+            write_vector=write_vector.squeeze(-2) if squeeze else write_vector,
             free_gates=free_gates, allocation_gate=allocation_gate, write_gate=write_gate,
         )  # fmt: skip
-        return compat.memory_dict(dense_write(state, io))
+        return compat.memory_dict(dense_write(state, io, options))
 
     def read(
         self, read_keys: Tensor, read_strengths: Tensor, read_modes: Tensor, hidden: Any
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """pytorch-dnc's ``Memory.read``: ``(read_vectors (B, R, W), new state)``."""
+        """pytorch-dnc's ``Memory.read``: ``(read_vectors (B, R, W), new state)`` (no masks or
+        sharpness: pytorch-dnc's signature has no place for them)."""
         state = self._state(hidden, read_keys.shape[0], read_keys)
         reads, new = dense_read(state, read_keys, read_strengths, read_modes)
         return reads, compat.memory_dict(new)

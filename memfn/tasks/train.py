@@ -32,10 +32,13 @@ from memfn.tasks.definitions import TASKS, Task
 
 #: Options that decide the model's shape: a checkpoint is only compatible if they match.
 #: Defaults of model options that older checkpoints do not record.
-OPTION_DEFAULTS = {"knn": "exact", "index": "ivf"}
+OPTION_DEFAULTS = {
+    "knn": "exact", "index": "ivf", "masking": False, "deallocation": False, "sharpness": False, "write_heads": 1,
+}  # fmt: skip
 MODEL_OPTIONS = (
     "task", "input_size", "rnn_type", "nhid", "memory_type", "nlayer", "nhlayer", "mem_size", "mem_slot",
-    "read_heads", "sparse_reads", "temporal_reads", "output_size", "knn", "index",
+    "read_heads", "sparse_reads", "temporal_reads", "output_size", "knn", "index", "masking", "deallocation",
+    "sharpness", "write_heads",
 )  # fmt: skip
 CHECKPOINT_NAME = "checkpoint.pt"
 #: Sequences each summary evaluates, at least.
@@ -122,6 +125,11 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
     opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
     opt("max-seconds", type=float, default=None, help="stop once training has run this long (a time budget)")
+    # Csordas & Schmidhuber 2019 and deepmind/dnc (dense DNC only).
+    opt("masking", action="store_true", help="dnc: masked content addressing (a learned mask per head)")
+    opt("deallocation", action="store_true", help="dnc: free gates also erase the freed cells' content")
+    opt("sharpness", action="store_true", help="dnc: learned sharpness of the forward/backward link weightings")
+    opt("write_heads", type=int, default=1, help="dnc: write heads")
     opt("eval-lengths", type=int, nargs="+", metavar="L", help="lengths evaluated at the end (copy: 1x 2x 4x)")
     return p
 
@@ -136,7 +144,7 @@ def _finite(name: str, value: float, low: float, low_ok: bool = False) -> None:
 def check_args(args: argparse.Namespace) -> None:
     for name in ("input_size", "nhid", "nlayer", "nhlayer", "batch_size", "mem_size", "mem_slot", "read_heads",
                  "sparse_reads", "temporal_reads", "sequence_max_length", "curriculum_freq", "summarize_freq",
-                 "check_freq", "plot_keep", "threads"):  # fmt: skip
+                 "check_freq", "plot_keep", "threads", "write_heads"):  # fmt: skip
         if getattr(args, name) < 1:
             raise UserError(f"-{name} must be >= 1, got {getattr(args, name)}")
     if args.curriculum_max is not None and args.curriculum_max < args.sequence_max_length:
@@ -243,11 +251,24 @@ def build_model(args: argparse.Namespace) -> nn.Module:
     # getattr: checkpoints written before these options existed rebuild with the defaults.
     knn = getattr(args, "knn", "exact")
     search = {"knn": "faiss", "index": args.index} if knn == "faiss" else {"knn": knn}
+    masking, deallocation = bool(getattr(args, "masking", False)), bool(getattr(args, "deallocation", False))
+    sharpness, write_heads = bool(getattr(args, "sharpness", False)), int(getattr(args, "write_heads", 1))
+    improvements = {
+        "masking": masking,
+        "deallocation": deallocation,
+        "sharpness": sharpness,
+        "write_heads": write_heads,
+    }
+    if args.memory_type != "dnc" and improvements != _PLAIN_DNC:
+        raise UserError("-masking, -deallocation, -sharpness and -write_heads apply to -memory_type dnc only")
     if args.memory_type == "sam":
         return SAM(**common, sparse_reads=args.sparse_reads, **search)
     if args.memory_type == "sdnc":
         return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads, **search)
-    return DNC(**common)
+    return DNC(**common, masking=masking, deallocation=deallocation, link_sharpness=sharpness, write_heads=write_heads)
+
+
+_PLAIN_DNC = {"masking": False, "deallocation": False, "sharpness": False, "write_heads": 1}
 
 
 def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
