@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -204,7 +204,7 @@ def dnc(
 
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> DNCState:
         # Zero memory and weights: the paper's initial state, and deterministic.
-        z = dict(dtype=default_dtype(dtype), device=device)
+        z: dict[str, Any] = dict(dtype=default_dtype(dtype), device=device)
         item = torch.empty((), dtype=z["dtype"]).element_size()
         nbytes = n * (h * n + w + r + 2 * h + 1) * item
         ensure_fits(nbytes, f"a dense DNC memory of {n:,} cells (its N x N link matrix)", device)

@@ -6,8 +6,12 @@ Letters: ``N`` cells, ``W`` cell width, ``R`` read heads, ``H`` any number of he
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
 import torch
 from torch import Tensor
+from torch._functorch.autograd_function import VmapInfo
 
 from memfn.interface import BACKWARD, CONTENT, FORWARD
 from memfn.numerics import cosine_similarity, exclusive_cumprod, weighted_softmax
@@ -239,9 +243,9 @@ def link_matrix(prev_link: Tensor, prev_precedence: Tensor, write_weights_: Tens
                 [1., 0.]])
     """
     if torch.compiler.is_compiling():
-        return _link_op(prev_link, prev_precedence, write_weights_)
+        return cast(Tensor, _link_op(prev_link, prev_precedence, write_weights_))
     # Eager: an autograd.Function, which (unlike a custom op) torch.func.grad/vjp can see through.
-    return _LinkUpdate.apply(prev_link, prev_precedence, write_weights_)
+    return cast(Tensor, _LinkUpdate.apply(prev_link, prev_precedence, write_weights_))  # type: ignore[no-untyped-call]
 
 
 def _off_diagonal(like: Tensor) -> Tensor:
@@ -250,7 +254,7 @@ def _off_diagonal(like: Tensor) -> Tensor:
     return 1.0 - torch.eye(n, dtype=like.dtype, device=like.device)
 
 
-def _batch_first(info, in_dims, *args: Tensor) -> tuple[Tensor, ...]:
+def _batch_first(info: VmapInfo, in_dims: Sequence[int | None], *args: Tensor) -> tuple[Tensor, ...]:
     """vmap rule helper: these ops broadcast over leading axes, so move (or add) the batch axis first."""
     return tuple(
         a.movedim(d, 0) if d is not None else a.expand(info.batch_size, *a.shape) for a, d in zip(args, in_dims)
@@ -283,7 +287,7 @@ def _link_kernel(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tenso
 
 @_link_op.register_fake
 def _(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
-    shape = torch.broadcast_shapes(prev_link.shape, w.unsqueeze(-1).shape, prev_precedence.unsqueeze(-2).shape)
+    shape = torch.broadcast_shapes(prev_link.shape, w.unsqueeze(-1).shape, prev_precedence.unsqueeze(-2).shape)  # type: ignore[no-untyped-call]
     dtype = torch.promote_types(torch.promote_types(prev_link.dtype, prev_precedence.dtype), w.dtype)
     return prev_link.new_empty(shape, dtype=dtype)
 
@@ -323,24 +327,24 @@ class _LinkUpdate(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) -> Tensor:
         return _link_kernel(prev_link, prev_precedence, w)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return _link_backward_kernel(grad, *ctx.saved_tensors)
 
 
-def _link_setup_context(ctx, inputs, output) -> None:
+def _link_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _link_backward(ctx, grad: Tensor):
-    return _link_backward_op(grad, *ctx.saved_tensors)
+def _link_backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return cast(tuple[Tensor, Tensor, Tensor], _link_backward_op(grad, *ctx.saved_tensors))
 
 
 _link_op.register_autograd(_link_backward, setup_context=_link_setup_context)
@@ -377,8 +381,8 @@ def forward_backward_read_weights(link: Tensor, prev_read_weights: Tensor) -> tu
         (tensor([[0., 0.]]), tensor([[1., 0.]]))
     """
     if torch.compiler.is_compiling():
-        return _reads_op(link, prev_read_weights)
-    return _DirectionalReads.apply(link, prev_read_weights)
+        return cast(tuple[Tensor, Tensor], _reads_op(link, prev_read_weights))
+    return cast(tuple[Tensor, Tensor], _DirectionalReads.apply(link, prev_read_weights))  # type: ignore[no-untyped-call]
 
 
 @torch.library.custom_op("memfn::forward_backward_read_weights", mutates_args=())
@@ -393,7 +397,7 @@ def _reads_kernel(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
 
 @_reads_op.register_fake
 def _(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    shape = torch.broadcast_shapes(link.shape[:-2], w.shape[:-2]) + w.shape[-2:]
+    shape = torch.broadcast_shapes(link.shape[:-2], w.shape[:-2]) + w.shape[-2:]  # type: ignore[no-untyped-call]
     dtype = torch.promote_types(link.dtype, w.dtype)
     return w.new_empty(shape, dtype=dtype), w.new_empty(shape, dtype=dtype)
 
@@ -423,27 +427,27 @@ class _DirectionalReads(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(link: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
         return _reads_kernel(link, w)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, d_forward: Tensor, d_backward: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, d_forward: Tensor, d_backward: Tensor) -> tuple[Tensor, Tensor]:
         return _reads_backward_kernel(d_forward, d_backward, *ctx.saved_tensors)
 
 
-def _reads_setup_context(ctx, inputs, output) -> None:
+def _reads_setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     ctx.save_for_backward(*inputs)
 
 
-def _reads_backward(ctx, d_forward: Tensor, d_backward: Tensor):
+def _reads_backward(ctx: Any, d_forward: Tensor | None, d_backward: Tensor | None) -> tuple[Tensor, Tensor]:
     link, w = ctx.saved_tensors
     d_forward = torch.zeros_like(w) if d_forward is None else d_forward
     d_backward = torch.zeros_like(w) if d_backward is None else d_backward
-    return _reads_backward_op(d_forward, d_backward, link, w)
+    return cast(tuple[Tensor, Tensor], _reads_backward_op(d_forward, d_backward, link, w))
 
 
 _reads_op.register_autograd(_reads_backward, setup_context=_reads_setup_context)
@@ -561,7 +565,7 @@ def _link_out_of_place(prev_link: Tensor, prev_precedence: Tensor, w: Tensor) ->
     return link * _off_diagonal(link)
 
 
-def aten_decompositions() -> dict:
+def aten_decompositions() -> dict[torch._ops.OperatorBase, Callable[..., Any]]:
     """This module's custom operators (forward only) as plain aten code, for
     ``ExportedProgram.run_decompositions``: an exported step then loads and runs without memfn."""
     return {
