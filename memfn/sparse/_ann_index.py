@@ -16,6 +16,9 @@ remaining slots (found in ``present[:k]``: O(k), and only during a fresh memory'
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -42,7 +45,7 @@ class MaintainedIndex:
         self.trained_on = 0  # rows the quantiser was last trained on
         self.rewrites = 0  # rows updated since then
         self.rebuilds = 0
-        self.index = None
+        self.index: Any = None
 
     # -- building -------------------------------------------------------------------------------
 
@@ -68,7 +71,7 @@ class MaintainedIndex:
         self.index = index
         self.present[ids] = True
 
-    def update(self, ids: np.ndarray, rows: np.ndarray, all_rows) -> None:
+    def update(self, ids: np.ndarray, rows: np.ndarray, all_rows: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
         """The rows of cells ``ids`` (unique) are now ``rows`` (normalised; zero rows are dropped).
 
         ``all_rows()`` returns ``(rows, ids)`` of every non-zero row; it is called only when the
@@ -94,7 +97,7 @@ class MaintainedIndex:
         """Ids ``[H, k]`` of the rows with the largest inner product with each query (-1: none)."""
         if self.count == 0:
             return np.full((len(queries), k), -1, dtype=np.int64)
-        return self.index.search(queries, k)[1]
+        return cast(np.ndarray, self.index.search(queries, k)[1])
 
     def nearest(self, memory: Tensor, keys: Tensor, k: int) -> Tensor:
         """Positions ``[H, k]`` of the cells each key reads, by the rule of :mod:`memfn.sparse.knn`.

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ class KNNConfig(NamedTuple):
     """
 
     backend: str = "exact"
-    index: str = "flat"
+    index: str = "flat"  # type: ignore[assignment]  # a field named like tuple.index (public API)
     num_lists: int = 1
     index_checks: int = 1
     auto: bool = False
@@ -212,10 +212,10 @@ def nearest_cells(memory: Tensor, keys: Tensor, k: int, config: KNNConfig = EXAC
         scores, written = _tie_scores_and_written(keys, memory)  # [..., H, N], [..., N]
         ids = torch.arange(memory.shape[-2], device=memory.device)
         return ranked_positions(scores, ids, written.unsqueeze(-2), k)
-    lead = torch.broadcast_shapes(memory.shape[:-2], keys.shape[:-2])
+    lead = torch.broadcast_shapes(memory.shape[:-2], keys.shape[:-2])  # type: ignore[no-untyped-call]  # torch
     memory = memory.expand(*lead, *memory.shape[-2:])
     keys = keys.expand(*lead, *keys.shape[-2:])
-    return _faiss_op(memory, keys, k, config.index, config.num_lists, config.index_checks)
+    return cast(Tensor, _faiss_op(memory, keys, k, config.index, config.num_lists, config.index_checks))
 
 
 #: Extra float32 candidates the eager exact search re-scores in float64 (see ``_prefiltered_exact``).
@@ -247,7 +247,7 @@ def _prefiltered_exact(memory: Tensor, keys: Tensor, k: int) -> Tensor | None:
     tol = 4 * (memory.shape[-1] + 8) * torch.finfo(scores.dtype).eps
     if not bool((top.values[..., c - 1] < top.values[..., k - 1] - 2 * tol).all()):
         return None
-    lead = torch.broadcast_shapes(memory.shape[:-2], keys.shape[:-2])
+    lead = torch.broadcast_shapes(memory.shape[:-2], keys.shape[:-2])  # type: ignore[no-untyped-call]  # torch
     candidates = top.indices  # [..., H, c]
     rows = memory.expand(*lead, *memory.shape[-2:]).unsqueeze(-3)
     rows = rows.expand(*rows.shape[:-3], candidates.shape[-2], *rows.shape[-2:])
@@ -326,7 +326,7 @@ def searchable_rows(rows: Tensor) -> np.ndarray:
     return rows.to("cpu", torch.float32).contiguous().numpy()
 
 
-def search_with_ties(index, queries: np.ndarray, k: int, count: int) -> np.ndarray:
+def search_with_ties(index: Any, queries: np.ndarray, k: int, count: int) -> np.ndarray:
     """Hit ids ``[H, C]`` (-1: none) of a faiss inner-product ``index`` over ``count`` rows, enough of
     them that the rule can rank them: at least ``min(k, count)`` per query where the index can find
     them, and every hit within :data:`TIE_TOLERANCE` of the k-th (a tie group at the boundary is
@@ -346,10 +346,10 @@ def search_with_ties(index, queries: np.ndarray, k: int, count: int) -> np.ndarr
                 index.nprobe = min(lists, 2 * index.nprobe)
                 continue
             if want >= count:
-                return hits
+                return cast(np.ndarray, hits)
             kth, last = scores[:, first - 1].astype(np.float64), scores[:, want - 1].astype(np.float64)
             if not ((hits[:, want - 1] >= 0) & (last >= kth - tol)).any():
-                return hits
+                return cast(np.ndarray, hits)
             want = min(count, 2 * want)
     finally:
         if probe is not None:
@@ -384,7 +384,7 @@ def rank_hits(memory: Tensor, keys: Tensor, hits: np.ndarray, k: int, unwritten:
     return torch.where(positions < memory.shape[-2], positions, positions[..., :1].clamp(max=memory.shape[-2] - 1))
 
 
-def _require_faiss():
+def _require_faiss() -> Any:
     try:
         import faiss
     except ImportError as err:  # pragma: no cover - exercised only without faiss installed
@@ -425,7 +425,16 @@ def _(memory: Tensor, keys: Tensor, k: int, index: str, num_lists: int, index_ch
     return keys.new_empty(*keys.shape[:-1], k, dtype=torch.long)
 
 
-def _faiss_vmap(info, in_dims, memory, keys, k, index, num_lists, index_checks):
+def _faiss_vmap(
+    info: Any,
+    in_dims: tuple[int | None, ...],
+    memory: Tensor,
+    keys: Tensor,
+    k: int,
+    index: str,
+    num_lists: int,
+    index_checks: int,
+) -> tuple[Tensor, int]:
     memory, keys = (
         t.movedim(d, 0) if d is not None else t.expand(info.batch_size, *t.shape)
         for t, d in ((memory, in_dims[0]), (keys, in_dims[1]))
@@ -447,7 +456,7 @@ _gpu_resources: dict[int, object] = {}
 _gpu_lock = threading.Lock()
 
 
-def _gpu_resources_for(faiss, device: torch.device):
+def _gpu_resources_for(faiss: Any, device: torch.device) -> tuple[Any, int]:
     """One ``StandardGpuResources`` per CUDA device, on the tensor's device (not always GPU 0)."""
     index = torch.cuda.current_device() if device.index is None else device.index
     with _gpu_lock:
@@ -456,7 +465,9 @@ def _gpu_resources_for(faiss, device: torch.device):
         return _gpu_resources[index], index
 
 
-def _build_index(faiss, rows: np.ndarray, index: str, num_lists: int, index_checks: int, device: torch.device):
+def _build_index(
+    faiss: Any, rows: np.ndarray, index: str, num_lists: int, index_checks: int, device: torch.device
+) -> Any:
     n, w = rows.shape
     on_gpu = device.type == "cuda" and hasattr(faiss, "StandardGpuResources")
     if index == "hnsw":  # faiss has no GPU HNSW: it runs on the CPU either way.

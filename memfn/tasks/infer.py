@@ -25,7 +25,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import optree
 import torch
@@ -92,7 +92,14 @@ def load(spec: str | Path, cuda: int = -1) -> Loaded:
         raise UserError(f"checkpoint: {path} holds weights that do not fit the model its options describe ({mismatch})")
     model.load_state_dict(ckpt["model"])
     max_length = ckpt.get("max_length", args.sequence_max_length)
-    return Loaded(model.eval(), TASKS[task_name](args.input_size), args, path, ckpt.get("iteration"), max_length)
+    return Loaded(
+        cast(MemoryNetwork, model.eval()),
+        TASKS[task_name](args.input_size),
+        args,
+        path,
+        ckpt.get("iteration"),
+        max_length,
+    )
 
 
 def describe(loaded: Loaded) -> str:
@@ -131,7 +138,7 @@ def file_batches(task: Task, path: str | Path, batch_size: int) -> list[Batch]:
     if data.is_complex():
         raise UserError(f"--inputs: {path} holds a complex tensor, expected real values")
     try:
-        return [task.batch_from_inputs(chunk) for chunk in data.float().split(batch_size)]
+        return [task.batch_from_inputs(chunk) for chunk in data.float().split(batch_size)]  # type: ignore[no-untyped-call]  # torch
     except ValueError as exc:
         raise UserError(f"--inputs: {path} does not hold {task.name} task inputs: {exc}") from None
 
@@ -224,7 +231,8 @@ class StepModule(nn.Module):
         self._step = batched_step(net.cell, use_vmap=False)
         p = next(net.parameters())
         example = net.cell.init_state(p.dtype, p.device)
-        leaves, self._spec = optree.tree_flatten(example)
+        leaves: list[Tensor]
+        leaves, self._spec = optree.tree_flatten(cast("optree.PyTree[Tensor]", example))
         self.state_names = tuple(_leaf_names(example))
         #: One example's initial state, flat (not all zeros: SAM's read slots start on cells 0..K-1).
         self.initial_leaves = tuple(leaves)
@@ -251,9 +259,9 @@ def export_step(net: MemoryNetwork, example_batch: int = 2) -> torch.export.Expo
     with torch.no_grad():
         program = torch.export.export(module, (x, state), dynamic_shapes=({0: batch}, tuple({0: batch} for _ in state)))
     table = torch.export.default_decompositions()
-    table.update(aten_decompositions())
+    table.update(aten_decompositions())  # type: ignore[no-untyped-call]  # torch
     with _quiet_treespec_deprecation():
-        return program.run_decompositions(table)
+        return cast(torch.export.ExportedProgram, program.run_decompositions(table))
 
 
 @contextlib.contextmanager
@@ -278,7 +286,7 @@ class ExportedStep(NamedTuple):
     output_size: int
     state_names: tuple[str, ...]
     initial_leaves: tuple[Tensor, ...]  # one example's initial state, in ``state_names`` order
-    config: dict  # the training options of the checkpoint it came from (may be empty)
+    config: dict[str, Any]  # the training options of the checkpoint it came from (may be empty)
     program: torch.export.ExportedProgram | None = None  # the torch.export program (not for AOT packages)
 
     def initial_state(self, batch_size: int) -> tuple[Tensor, ...]:
@@ -297,7 +305,7 @@ class ExportedStep(NamedTuple):
         return torch.stack(outputs, dim=1)
 
 
-def _step_record(net: MemoryNetwork, config: dict | None) -> str:
+def _step_record(net: MemoryNetwork, config: dict[str, Any] | None) -> str:
     """The JSON stored beside an exported or AOT-compiled step: sizes, state layout, initial state."""
     module = StepModule(net)
     initial = io.BytesIO()
@@ -314,7 +322,7 @@ def _step_record(net: MemoryNetwork, config: dict | None) -> str:
     return json.dumps(meta, default=str)
 
 
-def _step_from_record(step: Callable, record: str, program: Any = None) -> ExportedStep:
+def _step_from_record(step: Callable[..., Any], record: str, program: Any = None) -> ExportedStep:
     meta = json.loads(record)
     initial = zlib.decompress(base64.b64decode(meta["initial_state"]))
     leaves = tuple(torch.load(io.BytesIO(initial), weights_only=True))
@@ -322,7 +330,7 @@ def _step_from_record(step: Callable, record: str, program: Any = None) -> Expor
                         meta["config"], program)  # fmt: skip
 
 
-def save_step(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
+def save_step(net: MemoryNetwork, path: str | Path, config: dict[str, Any] | None = None) -> Path:
     """Export ``net``'s step (:func:`export_step`) to ``path`` with its sizes and state layout."""
     path = Path(path)
     program = export_step(net)
@@ -338,7 +346,7 @@ def load_step(path: str | Path) -> ExportedStep:
     return _step_from_record(program.module(), extra[EXPORT_META], program)
 
 
-def save_aot(net: MemoryNetwork, path: str | Path, config: dict | None = None) -> Path:
+def save_aot(net: MemoryNetwork, path: str | Path, config: dict[str, Any] | None = None) -> Path:
     """Compile ``net``'s exported step ahead of time with AOTInductor into the package ``path`` (``.pt2``).
 
     The package holds native code for this machine's CPU (or GPU) and memfn's record (sizes, state
@@ -478,7 +486,7 @@ def infer_packaged(args: argparse.Namespace) -> Inference:
     if args.inputs:
         batches = file_batches(task, args.inputs, args.batch_size)
     else:
-        length = args.length or config.get("max_length") or config.get("sequence_max_length")
+        length: Any = args.length or config.get("max_length") or config.get("sequence_max_length")
         batches = generated_batches(task, args.batches, args.batch_size, int(length), args.seed)
     if task.name == "argmax" and max(b.length for b in batches) > step.output_size:
         raise UserError(f"argmax: this model scores at most {step.output_size} positions, got longer sequences")
@@ -496,7 +504,7 @@ def infer_packaged(args: argparse.Namespace) -> Inference:
     return result
 
 
-def _write(option: str, path: str, write) -> None:
+def _write(option: str, path: str, write: Callable[[str], object]) -> None:
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write(path)

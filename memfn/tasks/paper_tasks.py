@@ -16,6 +16,7 @@ Targets mark the outputs that are not scored with ``-1``.
 from __future__ import annotations
 
 from collections import deque
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -339,7 +340,7 @@ class _GraphTask(Task):
                 edges[(node, label)] = dest
         return ids, edges
 
-    def _edge_steps(self, edges: dict, generator: torch.Generator) -> Tensor:
+    def _edge_steps(self, edges: dict[tuple[int, int], int], generator: torch.Generator) -> Tensor:
         order = torch.randperm(len(edges), generator=generator).tolist()
         items = list(edges.items())
         rows = torch.zeros(len(edges), self.input_size)
@@ -361,9 +362,12 @@ class _GraphTask(Task):
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         parts = self._parts(output, batch)
-        return sum(
-            F.cross_entropy(p.reshape(-1, p.shape[-1]), batch.targets[..., k].reshape(-1), ignore_index=-1)
-            for k, p in enumerate(parts)
+        return cast(
+            Tensor,
+            sum(
+                F.cross_entropy(p.reshape(-1, p.shape[-1]), batch.targets[..., k].reshape(-1), ignore_index=-1)
+                for k, p in enumerate(parts)
+            ),
         )
 
     def metric(self, output: Tensor, batch: Batch) -> float:
@@ -473,7 +477,9 @@ class ShortestPathTask(_GraphTask):
     name, eval_multiples = "shortest_path", (1,)
     max_path = 3
 
-    def _query(self, ids, edges, generator) -> tuple[int, int, list] | None:
+    def _query(
+        self, ids: list[int], edges: dict[tuple[int, int], int], generator: torch.Generator
+    ) -> tuple[int, int, list[tuple[int, int, int]]] | None:
         for s in torch.randperm(len(ids), generator=generator).tolist():
             dist, count = _unique_shortest(edges, ids[s])
             goals = sorted(g for g, d in dist.items() if 1 <= d <= self.max_path and count[g] == 1)
@@ -482,7 +488,7 @@ class ShortestPathTask(_GraphTask):
                 return ids[s], goal, _path(edges, ids[s], goal, dist)
         return None
 
-    def _targets(self, path: list) -> Tensor:
+    def _targets(self, path: list[tuple[int, int, int]]) -> Tensor:
         targets = torch.full((self.max_path, 3), -1, dtype=torch.long)
         if path:
             targets[: len(path)] = torch.tensor(path)

@@ -17,9 +17,9 @@ import pickle
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class TrainingDiverged(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise UserError(message)
 
 
@@ -271,7 +271,7 @@ def build_model(args: argparse.Namespace) -> nn.Module:
 _PLAIN_DNC = {"masking": False, "deallocation": False, "sharpness": False, "write_heads": 1}
 
 
-def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
+def build_optimizer(args: argparse.Namespace, params: Iterable[Tensor]) -> torch.optim.Optimizer:
     # pytorch-dnc's optimiser settings.
     if args.optim == "adam":
         return torch.optim.Adam(params, lr=args.lr, eps=1e-9, betas=(0.9, 0.98))
@@ -284,7 +284,7 @@ def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
     return torch.optim.Adagrad(params, lr=args.lr)
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind, and a failed
     write (a full disk) removes its temporary file and is one ``UserError``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +301,7 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         raise UserError(f"--checkpoint-dir: cannot write {path} ({reason}); the previous checkpoint is kept") from None
 
 
-def plain_config(args: argparse.Namespace) -> dict:
+def plain_config(args: argparse.Namespace) -> dict[str, Any]:
     """The options as plain data (what ``torch.load(weights_only=True)`` reads back): no objects."""
     plain = (str, int, float, bool, type(None))
     config = {}
@@ -314,7 +314,7 @@ def plain_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def read_checkpoint(spec: str | Path, what: str = "--resume") -> tuple[Path, dict]:
+def read_checkpoint(spec: str | Path, what: str = "--resume") -> tuple[Path, dict[str, Any]]:
     """``(path, checkpoint)`` from a checkpoint file or the directory holding one; ``UserError``
     (its message starting with ``what``) unless it is a readable task checkpoint.
 
@@ -372,7 +372,7 @@ def weights_mismatch(weights: Any, expected: dict[str, Tensor]) -> str:
     return ""
 
 
-def load_checkpoint(spec: str, args: argparse.Namespace) -> dict:
+def load_checkpoint(spec: str, args: argparse.Namespace) -> dict[str, Any]:
     path, ckpt = read_checkpoint(spec)
     missing = [k for k in ("optimizer", "rng", "iteration", "max_length") if k not in ckpt]
     if missing:
@@ -399,7 +399,7 @@ def run_folder(args: argparse.Namespace) -> Path:
     return Path(args.plot_dir) / name
 
 
-def restore(ckpt: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+def restore(ckpt: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load a checkpoint's weights and optimiser state; ``UserError`` naming what does not fit."""
     mismatch = weights_mismatch(ckpt["model"], model.state_dict())
     if mismatch:
@@ -419,7 +419,7 @@ class Logger:
 
     def __init__(self, args: argparse.Namespace, task: Task, active: bool, start: int) -> None:
         self.args, self.task, self.active = args, task, active
-        self.history: dict[str, list] = {"iteration": [], "loss": [], "metric": []}
+        self.history: dict[str, list[Any]] = {"iteration": [], "loss": [], "metric": []}
         self.bar = None
         self.writer = None
         self.viz = None
@@ -427,7 +427,7 @@ class Logger:
         if not active:
             return
         if not args.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # type: ignore[import-untyped]  # no tqdm stubs installed
 
             self.bar = tqdm(total=args.iterations, initial=start, desc=f"{task.name} {args.memory_type}", unit="it")
         if self.plot_dir is not None:
@@ -447,7 +447,7 @@ class Logger:
         else:
             print(text, flush=True)
 
-    def summary(self, it: int, loss: float, metric: float, debug: dict | None) -> None:
+    def summary(self, it: int, loss: float, metric: float, debug: dict[str, Any] | None) -> None:
         if not self.active:
             return
         name = self.task.metric_name
@@ -489,7 +489,7 @@ class Logger:
             self.writer = None
 
 
-def _connect_visdom():
+def _connect_visdom() -> Any:
     try:
         import visdom
     except ImportError:
@@ -498,13 +498,13 @@ def _connect_visdom():
         return None
     viz = visdom.Visdom(server="http://localhost", port=int(os.environ.get("VISDOM_PORT", 8097)),
                         raise_exceptions=False, use_incoming_socket=False)  # fmt: skip
-    if not viz.check_connection(timeout_seconds=3):
+    if not viz.check_connection(timeout_seconds=3):  # type: ignore[call-arg]  # visdom's .pyi lacks it
         print("visdom: no server answers on localhost; continuing without it", file=sys.stderr)
         return None
     return viz
 
 
-def _send_to_visdom(viz, debug: dict, it: int, loss: float, metric_name: str, metric: float) -> None:
+def _send_to_visdom(viz: Any, debug: dict[str, Any], it: int, loss: float, metric_name: str, metric: float) -> None:
     """Heatmaps of the memory, the link matrix, usage, read and write weights, and the curves."""
     from memfn.viz import METRIC_LABELS, MemoryViews
 
@@ -535,7 +535,7 @@ def _distributed() -> tuple[int, int]:
 
 
 def evaluate(model: nn.Module, task: Task, length: int, batch_size: int, generator: torch.Generator,
-             debug: bool = False) -> tuple[float, float, dict | None]:  # fmt: skip
+             debug: bool = False) -> tuple[float, float, dict[str, Any] | None]:  # fmt: skip
     """Loss and metric on a fresh batch at ``length`` (no gradients); the debug record of its first
     sequence if asked."""
     net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -554,7 +554,7 @@ def evaluate(model: nn.Module, task: Task, length: int, batch_size: int, generat
         net.debug = was_debug
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train as the options say; returns the final generalisation results (metric per length)."""
     check_args(args)
     task = make_task(args)
@@ -601,7 +601,7 @@ def train(args: argparse.Namespace) -> dict:
             log.close("stopped: NaN loss")
             raise TrainingDiverged(f"the loss became {loss.item()} at iteration {it}{_kept(saved_at)}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch
         norm = nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         if not torch.isfinite(norm):
             log.close("stopped: gradients overflowed")
