@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from memfn._torch import in_functorch_transform
 from memfn._validation import one_of, positive_int
 from memfn.numerics import COSINE_EPS
 
@@ -224,7 +225,7 @@ PREFILTER_MARGIN = 32
 
 def _eager(*tensors: Tensor) -> bool:
     """Plain eager tensors: no ``torch.func`` transform, not being compiled (a data-dependent branch is fine)."""
-    transformed = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)()
+    transformed = in_functorch_transform()
     return not transformed and not torch.compiler.is_compiling() and all(type(t) is Tensor for t in tensors)
 
 
