@@ -107,3 +107,14 @@ def test_the_fast_path_still_consumes_its_input_state():
     with pytest.raises(ValueError, match="consumed"):
         fast(torch.randn(2, 3, 5), hidden)
     fast(torch.randn(2, 3, 5), kept)
+
+
+@shells
+def test_debug_without_passing_through_memory_equals_the_pure_path(cls):
+    fast, pure = pair(cls, 4, debug=True)
+    x = torch.randn(2, 4, 5)
+    out_f, _, dbg_f = fast(x, pass_through_memory=False)
+    out_p, _, dbg_p = pure(x, pass_through_memory=False)
+    assert torch.equal(out_f, out_p)
+    for key in dbg_p:
+        assert (dbg_f[key] == dbg_p[key]).all(), key

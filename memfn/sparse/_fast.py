@@ -336,6 +336,8 @@ class SparseEngine:
                 cast(SDNCState, state).precedence_positions if self.temporal else state.write_positions[:, :0]
             ),
         )  # fmt: skip
+        if self.snapshots is not None:  # a step that leaves the memory alone traces this state
+            self.snapshots[id(self._first.token)] = self._snapshot(self._first)
 
     # -- nearest neighbours -----------------------------------------------------------------------
 
