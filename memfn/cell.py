@@ -24,6 +24,7 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from memfn._memory import Memory, default_dtype, unchecked
+from memfn._resources import batched
 from memfn._torch import in_functorch_transform
 from memfn._validation import check_params, check_state, floating_dtype_and_device, positive_int
 from memfn.controllers import Controller, Params
@@ -279,7 +280,7 @@ def batch_state(state: Any, batch_size: int) -> Any:
         (torch.Size([4, 16, 8]), torch.Size([4, 1, 16, 16]))
     """
     batch_size = positive_int("batch_size", batch_size, minimum=0)
-    return optree.tree_map(lambda t: t.unsqueeze(0).expand(batch_size, *t.shape).clone(), state)
+    return optree.tree_map(lambda t: batched(t, batch_size), state)
 
 
 def batched_step(

@@ -32,6 +32,7 @@ import torch
 import torch._inductor
 from torch import Tensor, nn
 
+from memfn._resources import batched
 from memfn.addressing import aten_decompositions
 from memfn.cell import batched_step
 from memfn.nn import MemoryNetwork
@@ -274,7 +275,7 @@ def _quiet_treespec_deprecation() -> Iterator[None]:
 
 
 def _batched(leaves: tuple[Tensor, ...], batch_size: int) -> tuple[Tensor, ...]:
-    return tuple(t.unsqueeze(0).expand(batch_size, *t.shape).clone() for t in leaves)
+    return tuple(batched(t, batch_size) for t in leaves)
 
 
 class ExportedStep(NamedTuple):
