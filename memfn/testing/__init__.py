@@ -108,8 +108,10 @@ other in cosine (~1e-8), those checks draw float64 states when float64 is among 
 
 Reproducibility: ``settings=hypothesis.settings(derandomize=True, database=None)`` gives the same
 examples, and the same shrunk failures, on every run; by default the loaded hypothesis profile
-decides. ``notebooks/property_testing_addressing.ipynb`` shows ``check_memory`` catching a broken
-allocation rule written in the notebook.
+decides. What the process imported before does not change them either: ``check_memory`` turns off
+hypothesis's drawing of literals found in the source of the local modules loaded.
+``notebooks/property_testing_addressing.ipynb`` shows ``check_memory`` catching a broken allocation
+rule written in the notebook.
 """
 
 try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import hypothesis
@@ -351,6 +352,38 @@ class MemoryCheckError(AssertionError):
         self.report = report
 
 
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Draw without the literals hypothesis harvests from the process's own modules.
+
+    Hypothesis (since 6.131) sometimes draws a literal found in the source of a "local" module in
+    ``sys.modules`` (any importable file outside site-packages, the stdlib and test folders), and
+    the pool's size alone shifts its random stream. So which modules a process happened to import
+    changed every later example, derandomized or not: ``import memfn.tasks.train`` before a check
+    made it miss a bug it found otherwise. Inside this context the harvested pool is empty (the
+    global constants, fixed by the hypothesis version, stay), so the examples depend only on the
+    call. Process-wide while it lasts: not for threads drawing other examples concurrently.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+    except ImportError:  # a hypothesis before local constants: nothing to turn off
+        yield
+        return
+    harvest = getattr(providers, "_get_local_constants", None)
+    if harvest is None:
+        yield
+        return
+    empty = Constants()
+    providers.CONSTANTS_CACHE.cache.clear()  # its entries hold the pool of the last draw
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = harvest
+        providers.CONSTANTS_CACHE.cache.clear()  # nor may ours outlive the context
+
+
 def _run(prop: Property, cases: st.SearchStrategy[MemoryCase], settings: hypothesis.settings) -> PropertyFailure | None:
     """Search for a case that breaks ``prop`` and shrink it; the failure of the shrunk case, or ``None``."""
     seen: list[tuple[MemoryCase, str]] = []
@@ -430,6 +463,27 @@ def check_memory(
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
         raise ValueError(f"unknown properties {unknown}; known: {list(PROPERTIES)}")
+    with _no_local_constants():  # the same report whatever the process imported before
+        passed, failures, skipped = _search(
+            factory, sizes, names, dtypes, max_examples, max_steps, compile_examples, settings
+        )
+    report = MemoryReport(describe_factory(factory, {}), tuple(passed), tuple(failures), tuple(skipped))
+    if failures and raise_on_failure:
+        raise MemoryCheckError(report)
+    return report
+
+
+def _search(
+    factory: Callable[..., Memory],
+    sizes: st.SearchStrategy[dict[str, int]],
+    names: list[str],
+    dtypes: Sequence[torch.dtype],
+    max_examples: int,
+    max_steps: int,
+    compile_examples: int,
+    settings: hypothesis.settings | None,
+) -> tuple[list[str], list[PropertyFailure], list[str]]:
+    """The searches of :func:`check_memory`: the names that passed, the failures, the inapplicable names."""
     # Which properties apply is read off the field names of one (the smallest) memory's state.
     fields = tuple(getattr(factory(**_first_example(sizes)).init(dtypes[0]), "_fields", ()))
     base = settings if settings is not None else hypothesis.settings()
@@ -442,7 +496,9 @@ def check_memory(
         phases=[p for p in base.phases if p != Phase.explain],
     )
     once = hypothesis.settings(search, max_examples=compile_examples, phases=[Phase.generate], database=None)
-    passed, failures, skipped = [], [], []
+    passed: list[str] = []
+    failures: list[PropertyFailure] = []
+    skipped: list[str] = []
     for name in names:
         prop = PROPERTIES[name]
         if not applicable(fields, prop.needs):
@@ -453,7 +509,4 @@ def check_memory(
         cases = memory_cases(factory, **options, **prop.cases)
         failure = _run(prop, cases, once if name == "compiled_equals_eager" else search)
         (failures.append(failure) if failure else passed.append(name))
-    report = MemoryReport(describe_factory(factory, {}), tuple(passed), tuple(failures), tuple(skipped))
-    if failures and raise_on_failure:
-        raise MemoryCheckError(report)
-    return report
+    return passed, failures, skipped
