@@ -775,6 +775,30 @@ def test_compiled_gradients_equal_eager():
         compiled(x_of(time=5), hid)[0].sum().backward()
 
 
+
+
+@pytest.mark.slow
+@needs_stance
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
+def test_compiled_float64_outputs_state_and_gradients_equal_eager_to_1e_10():
+    # In float64 the compiled step is the eager maths to rounding: only the order of floating-point
+    # operations may differ (fusion), so 1e-10 leaves ~1e5 ulps of room and catches any real change.
+    eager = small(num_layers=2).double()
+    compiled = twin(eager, num_layers=2, compile=True).double()
+    x = x_of(dtype=torch.float64)
+    results = []
+    for model in (eager, compiled):
+        out, hid = model(x)
+        (out.square().sum() + hid[1]["memory"].sum()).backward()
+        results.append((out.detach(), memfn.detach(hid)))
+    (out_e, hid_e), (out_c, hid_c) = results
+    torch.testing.assert_close(out_c, out_e, atol=1e-10, rtol=1e-10)
+    assert_trees_close(hid_c, hid_e, atol=1e-10, rtol=1e-10)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert p.grad is not None and q.grad is not None, name
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-10, rtol=1e-10, msg=name)
+    with torch.compiler.set_stance("fail_on_recompile"):  # a new length, with gradients: no recompile
+        compiled(x_of(time=T + 3, dtype=torch.float64), hid_c)[0].sum().backward()
 @pytest.mark.parametrize("cls,default", [(DNC, "memoryless"), (memfn.SAM, "torch"), (memfn.SDNC, "torch")])
 def test_controller_initialisation_defaults_and_choice(cls, default):
     kwargs = dict(input_size=4, hidden_size=8, num_layers=2, nr_cells=8, cell_size=3, read_heads=1)
