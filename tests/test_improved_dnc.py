@@ -45,12 +45,15 @@ def _assert_runs_equal(a: tuple[Any, ...], b: tuple[Any, ...], atol: float = 0.0
 # -- defaults: today's numbers -------------------------------------------------------------------
 
 
-def test_defaults_give_the_stored_numbers_of_the_plain_dnc_exactly() -> None:
+def test_defaults_give_the_stored_numbers_of_the_plain_dnc() -> None:
+    # The numbers were stored on another CPU: BLAS picks its kernels (and so its summation order)
+    # by instruction set, so float64 agrees to a few ulps across machines, not bit for bit. A
+    # changed formula moves them by far more than 1e-13.
     stored = torch.load(Path(__file__).with_name("data") / "dnc_reference.pt", weights_only=True)
     now = reference()
     assert stored.keys() == now.keys()
     for key in stored:
-        assert torch.equal(stored[key], now[key]), key
+        torch.testing.assert_close(now[key], stored[key], rtol=1e-12, atol=1e-13, msg=key)
 
 
 def test_default_layout_and_state_are_unchanged() -> None:
