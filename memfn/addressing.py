@@ -14,7 +14,7 @@ from torch import Tensor
 from torch._functorch.autograd_function import VmapInfo
 
 from memfn.interface import BACKWARD, CONTENT, FORWARD
-from memfn.numerics import cosine_similarity, exclusive_cumprod, weighted_softmax
+from memfn.numerics import cosine_similarity, exclusive_cumprod, masked_cosine_similarity, weighted_softmax
 
 #: Usage is squashed into ``[ALLOCATION_EPS, 1]`` before the product in the allocation: a usage
 #: of exactly 0 would zero every later factor of the cumulative product, and with it their
@@ -52,9 +52,7 @@ def masked_content_weights(memory: Tensor, keys: Tensor, strengths: Tensor, mask
         >>> memfn.addressing.masked_content_weights(memory, key, beta, torch.tensor([[1.0, 0.0]]))  # key only
         tensor([[0.5000, 0.5000]])
     """
-    masked_memory = memory.unsqueeze(-3) * masks.unsqueeze(-2)  # [H, N, W]
-    masked_keys = (keys * masks).unsqueeze(-2)  # [H, 1, W]
-    return weighted_softmax(cosine_similarity(masked_keys, masked_memory).squeeze(-2), strengths)
+    return weighted_softmax(masked_cosine_similarity(keys, memory.unsqueeze(-3), masks), strengths)
 
 
 def retention(free_gates: Tensor, prev_read_weights: Tensor) -> Tensor:

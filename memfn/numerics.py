@@ -44,6 +44,23 @@ def cosine_similarity(keys: Tensor, memory: Tensor, eps: float = COSINE_EPS) -> 
     return dot / (key_norm.unsqueeze(-1) * row_norm.unsqueeze(-2))
 
 
+def masked_cosine_similarity(keys: Tensor, rows: Tensor, masks: Tensor) -> Tensor:
+    """Cosine similarity of each key with rows, both multiplied by the key's mask: ``cos(k_h o m_h, M_h[i] o m_h)``.
+
+    keys ``[..., H, W]``, rows ``[..., H, N, W]`` (each key's own rows: a sparse head's candidates)
+    or ``[..., 1, N, W]`` (one memory for every key), masks ``[..., H, W]`` in ``[0, 1]`` -> ``[..., H, N]``.
+    Csordas & Schmidhuber 2019, Sec. 3.1 (Eq. 2); the one masked formula of the dense and the sparse
+    content reads. An all-ones mask gives :func:`cosine_similarity` bit for bit.
+
+    Examples:
+        >>> rows = torch.tensor([[[1.0, 5.0], [1.0, -5.0]]])  # one memory: same key part, other values
+        >>> memfn.numerics.masked_cosine_similarity(torch.tensor([[1.0, 0.0]]), rows, torch.tensor([[1.0, 0.0]]))
+        tensor([[1.0000, 1.0000]])
+    """
+    masked_rows = rows * masks.unsqueeze(-2)  # [..., H, N, W]
+    return cosine_similarity((keys * masks).unsqueeze(-2), masked_rows).squeeze(-2)
+
+
 def weighted_softmax(scores: Tensor, strengths: Tensor) -> Tensor:
     """``softmax(strength * scores)`` over the last axis.
 
@@ -74,6 +91,7 @@ __all__ = [
     "COSINE_EPS",
     "cosine_similarity",
     "exclusive_cumprod",
+    "masked_cosine_similarity",
     "oneplus",
     "weighted_softmax",
 ]

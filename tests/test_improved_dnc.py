@@ -5,7 +5,6 @@ plain DNC, invariants, float64 gradients, the shells and the task flags."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from memfn import addressing as A
 from memfn.interface import split_dnc_interface
 from memfn.tasks.train import UserError, build_model, build_parser
 from tests.data.make_dnc_reference import reference
+from tests.data.stored import assert_stored_numbers
 
 N, W, R = 7, 4, 2
 F64 = torch.float64
@@ -46,14 +46,7 @@ def _assert_runs_equal(a: tuple[Any, ...], b: tuple[Any, ...], atol: float = 0.0
 
 
 def test_defaults_give_the_stored_numbers_of_the_plain_dnc() -> None:
-    # The numbers were stored on another CPU: BLAS picks its kernels (and so its summation order)
-    # by instruction set, so float64 agrees to a few ulps across machines, not bit for bit. A
-    # changed formula moves them by far more than 1e-13.
-    stored = torch.load(Path(__file__).with_name("data") / "dnc_reference.pt", weights_only=True)
-    now = reference()
-    assert stored.keys() == now.keys()
-    for key in stored:
-        torch.testing.assert_close(now[key], stored[key], rtol=1e-12, atol=1e-13, msg=key)
+    assert_stored_numbers("dnc_reference.pt", reference())
 
 
 def test_default_layout_and_state_are_unchanged() -> None:
@@ -275,7 +268,8 @@ def test_task_flags_build_the_options() -> None:
     plain.task, plain.output_size = "copy", plain.input_size
     model = build_model(plain)
     assert isinstance(model, memfn.DNC) and model.write_heads == 1 and not model.masking
-    sparse = build_parser("copy").parse_args(["-memory_type", "sdnc", "-masking"])
+    # The sparse memories take the options that apply to them (tests/test_improved_sparse.py).
+    sparse = build_parser("copy").parse_args(["-memory_type", "sdnc", "-deallocation"])
     sparse.task, sparse.output_size = "copy", sparse.input_size
     with pytest.raises(UserError, match="dnc only"):
         build_model(sparse)

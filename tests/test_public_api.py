@@ -43,7 +43,9 @@ PUBLIC_API = {
         "interface_field_sizes interface_layout split_dnc_interface "
     ).split(),
     "memfn.nn": ("DNC DenseMemoryView MemoryNetwork MemoryView SAM SDNC clone detach ").split(),
-    "memfn.numerics": ("COSINE_EPS cosine_similarity exclusive_cumprod oneplus weighted_softmax ").split(),
+    "memfn.numerics": (
+        "COSINE_EPS cosine_similarity exclusive_cumprod masked_cosine_similarity oneplus weighted_softmax "
+    ).split(),
     "memfn.sparse": (
         "SAMInterface SAMState SDNCInterface SDNCState addressing knn sam sam_interface_fields sdnc "
         "sdnc_interface_fields split_sam_interface split_sdnc_interface usage "

@@ -123,6 +123,34 @@ CASES: dict[str, tuple[Callable, Callable]] = {
     ),
     "sam.step": _sparse_case(memfn.sam(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=3)),
     "sdnc.step": _sparse_case(memfn.sdnc(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=2, temporal_reads=2)),
+    "sam[masking].step": _sparse_case(memfn.sam(nr_cells=N, cell_size=W, read_heads=R, sparse_reads=3, masking=True)),
+    "sdnc[improved].step": _sparse_case(
+        memfn.sdnc(
+            nr_cells=N, cell_size=W, read_heads=R, sparse_reads=2, temporal_reads=2, masking=True, link_sharpness=True
+        )
+    ),
+    "masked_cosine_similarity": (
+        NUM.masked_cosine_similarity,
+        lambda: (torch.randn(R, W), torch.randn(R, 3, W), torch.rand(R, W)),
+    ),
+    "sparse_content_weights[masked]": (
+        S.sparse_content_weights,
+        lambda: (torch.randn(R, 3, W), torch.randn(R, W), 1 + torch.rand(R), _pos(R, 3), torch.rand(R, W)),
+    ),
+    "temporal_read_slots[sharpness]": (
+        lambda *args: ST.temporal_read_slots(*args[:7], keep=2, sharpness=args[7:]),
+        lambda: (
+            _pos(N, 2),
+            torch.rand(N, 2) / 2,
+            _pos(N, 2),
+            torch.rand(N, 2) / 2,
+            _pos(R, 3),
+            _dist(R, 3),
+            _dist(R, 3),
+            1 + torch.rand(R),
+            1 + torch.rand(R),
+        ),
+    ),
     "nearest_cells": (functools.partial(nearest_cells, k=3), lambda: (torch.randn(N, W), torch.randn(R, W))),
     "nearest_cells[faiss]": (
         functools.partial(nearest_cells, k=3, config=knn_config(N, "faiss")),
@@ -213,6 +241,8 @@ SLOW_TO_COMPILE = {
     "dnc[improved].step",
     "sam.step",
     "sdnc.step",
+    "sam[masking].step",
+    "sdnc[improved].step",
     "memory_cell.step",
     "sparse_link_rows",
     "nearest_cells[faiss]",

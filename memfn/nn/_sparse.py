@@ -104,6 +104,10 @@ class SAM(_SparseNetwork):
         api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
             ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
             else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
+        masking: masked content reads, a learned mask per read head (Csordas & Schmidhuber 2019;
+            see :func:`memfn.sam` for the search's approximation). The dense DNC's ``deallocation``
+            and ``write_heads`` do not apply to SAM (no free gates, one write per step) and are not
+            arguments here.
 
     Examples:
         >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
@@ -150,6 +154,7 @@ class SAM(_SparseNetwork):
         fast: bool = True,
         controller_init: str = "torch",
         api: str | None = None,
+        masking: bool = False,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self.nr_cells, self.sparse_reads, self.read_heads, self.cell_size = (
@@ -159,8 +164,9 @@ class SAM(_SparseNetwork):
             cell_size,
         )
         self.knn, self.index, self.num_lists, self.index_checks = knn, index, num_lists, index_checks
+        self.masking = masking
         super().__init__(
-            lambda: sam(nr_cells, cell_size, read_heads, sparse_reads, knn, index, num_lists, index_checks),
+            lambda: sam(nr_cells, cell_size, read_heads, sparse_reads, knn, index, num_lists, index_checks, masking),
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,
@@ -215,6 +221,10 @@ class SDNC(_SparseNetwork):
         api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
             ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
             else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
+        masking: masked content reads, as :class:`SAM`.
+        link_sharpness: learned exponents on the forward/backward temporal reads (Csordas &
+            Schmidhuber 2019; see :func:`memfn.sdnc`). The dense DNC's ``deallocation`` and
+            ``write_heads`` do not apply to the SDNC and are not arguments here.
 
     Examples:
         >>> rnn = SDNC(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, temporal_reads=2)
@@ -263,6 +273,8 @@ class SDNC(_SparseNetwork):
         fast: bool = True,
         controller_init: str = "torch",
         api: str | None = None,
+        masking: bool = False,
+        link_sharpness: bool = False,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
         self.nr_cells, self.sparse_reads, self.read_heads, self.cell_size = (
@@ -273,9 +285,10 @@ class SDNC(_SparseNetwork):
         )
         self.temporal_reads = temporal_reads
         self.knn, self.index, self.num_lists, self.index_checks = knn, index, num_lists, index_checks
+        self.masking, self.link_sharpness = masking, link_sharpness
         super().__init__(
             lambda: sdnc(nr_cells, cell_size, read_heads, sparse_reads, temporal_reads, knn, index, num_lists,
-                         index_checks),
+                         index_checks, masking, link_sharpness),
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
             bidirectional, nonlinearity, gpu_id, independent_linears, share_memory, debug, clip, device=device,
             share_memory_between_layers=share_memory_between_layers, output_size=output_size, compile=compile,

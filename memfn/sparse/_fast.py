@@ -49,7 +49,7 @@ from memfn.sparse import addressing as S
 from memfn.sparse._ann_index import MaintainedIndex, maintained_nearest
 from memfn.sparse._links import LinkRowUpdate, apply_link_row_updates
 from memfn.sparse._sam import SAMInterface, SAMState, SparseConfig, split_sam_interface
-from memfn.sparse._sdnc import SDNCInterface, SDNCState, split_sdnc_interface
+from memfn.sparse._sdnc import SDNCInterface, SDNCState, sharpness_exponents, split_sdnc_interface
 from memfn.sparse._step import Carried, StepConfig, sparse_step
 from memfn.sparse.knn import KNNConfig, nearest_cells, searchable_rows
 
@@ -381,14 +381,14 @@ class SparseEngine:
         check_interface(xi, c.interface_size)
         io: SAMInterface | SDNCInterface
         if self.temporal:
-            io = split_sdnc_interface(xi, c.read_heads, c.cell_size)
+            io = split_sdnc_interface(xi, c.read_heads, c.cell_size, c.masking, c.link_sharpness)
         else:
-            io = split_sam_interface(xi, c.read_heads, c.cell_size)
-        modes = io.read_modes if isinstance(io, SDNCInterface) else None
+            io = split_sam_interface(xi, c.read_heads, c.cell_size, c.masking)
+        modes, sharpness = (io.read_modes, sharpness_exponents(io)) if isinstance(io, SDNCInterface) else (None, None)
         rows = FastRows(self, state.token, self._active(state.time))
         reads, carried = sparse_step(
             rows, Carried(*state[1:]), io.read_keys, io.read_strengths, io.write_vector, io.interpolation_gate,
-            io.write_gate, modes, StepConfig(c.sparse_reads, c.temporal_reads),
+            io.write_gate, modes, StepConfig(c.sparse_reads, c.temporal_reads), io.read_masks, sharpness,
         )  # fmt: skip
         new = FastState(rows.token, *carried)
         if self.snapshots is not None:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from memfn.addressing import sharpened_weights
 from memfn.interface import BACKWARD, FORWARD
 from memfn.sparse import addressing as S
 
@@ -129,11 +130,20 @@ def temporal_read_slots(
     prev_read_weights: Tensor,
     modes: Tensor,
     keep: int,
+    sharpness: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The temporal read slots ``[R, 2L]``: backward ``pi_b b`` then forward ``pi_f f`` (modes ``[R, 3]``)."""
+    """The temporal read slots ``[R, 2L]``: backward ``pi_b b`` then forward ``pi_f f`` (modes ``[R, 3]``).
+
+    ``sharpness`` ``(forward [R], backward [R])``: link distribution sharpness (Csordas &
+    Schmidhuber 2019, Sec. 3.3, Eq. 6; :func:`memfn.addressing.sharpened_weights`) on the kept
+    ``L`` slots of ``f`` and ``b``, which are all of the weighting the read sees (entries the
+    top-L dropped take no part in the renormalisation). ``None``: the plain SDNC.
+    """
     prev = (prev_read_positions, prev_read_weights)
     fwd_pos, fwd = sparse_directional_read_weights(rev_positions, rev_values, *prev, keep)
     bwd_pos, bwd = sparse_directional_read_weights(link_positions, link_values, *prev, keep)
+    if sharpness is not None:
+        fwd, bwd = sharpened_weights(fwd, sharpness[0]), sharpened_weights(bwd, sharpness[1])
     weights = torch.cat([modes[..., BACKWARD : BACKWARD + 1] * bwd, modes[..., FORWARD : FORWARD + 1] * fwd], -1)
     return torch.cat([bwd_pos, fwd_pos], -1), weights
 

@@ -5,7 +5,8 @@ goes to the cells read at the previous step and the least-recently-used cell. Ev
 a fixed size, so the step vmaps and compiles (``fullgraph=True`` with the exact backend).
 
 Interface ``xi`` (in order): read keys ``R*W`` (raw), read strengths ``R`` (oneplus), write
-vector ``W`` (raw), interpolation gate ``gamma`` ``1`` (sigmoid), write gate ``alpha`` ``1`` (sigmoid).
+vector ``W`` (raw), interpolation gate ``gamma`` ``1`` (sigmoid), write gate ``alpha`` ``1`` (sigmoid);
+with ``masking=True`` (issue 18) then read masks ``R*W`` (sigmoid).
 """
 
 from __future__ import annotations
@@ -36,25 +37,54 @@ class SAMInterface(NamedTuple):
     write_vector: Tensor  # [W]
     interpolation_gate: Tensor  # [1] gamma: previously read cells vs the least-used cell
     write_gate: Tensor  # [1] alpha
+    read_masks: Tensor | None = None  # [R, W] in [0, 1] with masking, else None
 
 
-def sam_interface_fields(read_heads: int, cell_size: int) -> tuple[tuple[str, int], ...]:
-    """``(name, length)`` of each :class:`SAMInterface` field in ``xi``, in order."""
+def sam_interface_fields(read_heads: int, cell_size: int, masking: bool = False) -> tuple[tuple[str, int], ...]:
+    """``(name, length)`` of each :class:`SAMInterface` field in ``xi``, in order.
+
+    Examples:
+        >>> memfn.sparse.sam_interface_fields(read_heads=2, cell_size=3, masking=True)[-1]
+        ('read_masks', 6)
+    """
     r, w = read_heads, cell_size
     return (("read_keys", r * w), ("read_strengths", r), ("write_vector", w), ("interpolation_gate", 1),
-            ("write_gate", 1))  # fmt: skip
+            ("write_gate", 1)) + mask_fields(r, w, masking)  # fmt: skip
 
 
-def split_sam_interface(xi: Tensor, read_heads: int, cell_size: int) -> SAMInterface:
-    """Split and activate ``xi`` ``[..., interface_size]`` into a :class:`SAMInterface`."""
-    sizes = [n for _, n in sam_interface_fields(read_heads, cell_size)]
-    keys, strengths, write, gamma, alpha = torch.split(xi, sizes, dim=-1)
+def mask_fields(read_heads: int, cell_size: int, masking: bool) -> tuple[tuple[str, int], ...]:
+    """The read masks' field ``R*W``, appended last to a sparse interface with ``masking=True``; else none."""
+    return (("read_masks", read_heads * cell_size),) if masking else ()
+
+
+def interface_parts(xi: Tensor, fields: tuple[tuple[str, int], ...]) -> dict[str, Tensor]:
+    """``xi`` ``[..., interface_size]`` cut into its raw fields, by name (not activated)."""
+    return dict(zip([name for name, _ in fields], torch.split(xi, [n for _, n in fields], dim=-1)))
+
+
+def sam_interface(parts: dict[str, Tensor], read_heads: int, cell_size: int) -> SAMInterface:
+    """The activated :class:`SAMInterface` of :func:`interface_parts` (SAM's fields of an SDNC's too)."""
+    masks = parts.get("read_masks")
     return SAMInterface(
-        read_keys=keys.unflatten(-1, (read_heads, cell_size)),
-        read_strengths=oneplus(strengths),
-        write_vector=write,
-        interpolation_gate=torch.sigmoid(gamma),
-        write_gate=torch.sigmoid(alpha),
+        read_keys=parts["read_keys"].unflatten(-1, (read_heads, cell_size)),
+        read_strengths=oneplus(parts["read_strengths"]),
+        write_vector=parts["write_vector"],
+        interpolation_gate=torch.sigmoid(parts["interpolation_gate"]),
+        write_gate=torch.sigmoid(parts["write_gate"]),
+        read_masks=None if masks is None else torch.sigmoid(masks).unflatten(-1, (read_heads, cell_size)),
+    )
+
+
+def split_sam_interface(xi: Tensor, read_heads: int, cell_size: int, masking: bool = False) -> SAMInterface:
+    """Split and activate ``xi`` ``[..., interface_size]`` into a :class:`SAMInterface`.
+
+    Examples:
+        >>> io = memfn.sparse.split_sam_interface(torch.zeros(2 * 3 + 2 + 3 + 2 + 6), 2, 3, masking=True)
+        >>> io.read_keys.shape, io.read_masks[0]  # sigmoid(0)
+        (torch.Size([2, 3]), tensor([0.5000, 0.5000, 0.5000]))
+    """
+    return sam_interface(
+        interface_parts(xi, sam_interface_fields(read_heads, cell_size, masking)), read_heads, cell_size
     )
 
 
@@ -137,11 +167,22 @@ def sam(
     index: str = "flat",
     num_lists: int | None = None,
     index_checks: int | None = None,
+    masking: bool = False,
 ) -> Memory:
     """A SAM memory of ``nr_cells`` (N) cells of width ``cell_size`` (W), ``read_heads`` (R) heads
     each reading ``sparse_reads`` (K) cells.
 
     The step writes first, then reads from the written memory; ``K * R + 1`` rows change per step.
+
+    With ``masking=True`` each read head has a learned mask ``m`` in ``[0, 1]^W`` on its key and on
+    the memory rows (Csordas & Schmidhuber 2019, Sec. 3.1). The nearest-neighbour search holds the
+    unmasked rows, so it is asked with the masked key ``k o m`` for each head's K candidates, and
+    those are weighted by the exact masked cosine ``cos(k o m, M[i] o m)``. This is an approximation
+    of the dense masked read: a row whose masked similarity is high but whose unmasked row is far
+    from ``k o m`` (large values in the masked-out columns) may not be among the candidates. With
+    ``K = N`` (or an all-ones mask) nothing is missed. De-allocation and several write heads, the
+    dense DNC's other options, do not apply: SAM has no free gates (it overwrites the least-used
+    cell) and writes once per step.
 
     Args:
         nr_cells: memory cells (N).
@@ -154,6 +195,8 @@ def sam(
             ``index_checks`` configure it (see :func:`memfn.sparse.knn.knn_config`).
         num_lists: IVF lists.
         index_checks: IVF lists probed, or HNSW's efSearch.
+        masking: masked content reads (a learned mask per read head); adds ``R * W`` interface
+            entries, last.
 
     Returns:
         A :class:`~memfn._memory.Memory` whose state is a :class:`SAMState`; ``step(state, xi)`` with
@@ -169,7 +212,8 @@ def sam(
                                                ("read_heads", read_heads)))  # fmt: skip
     k = _sparse_reads(sparse_reads, n)
     search = knn_config(n, knn, index, num_lists, index_checks)
-    fields = sam_interface_fields(r, w)
+    masking = bool(masking)
+    fields = sam_interface_fields(r, w, masking)
     size = sum(length for _, length in fields)
 
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SAMState:
@@ -177,13 +221,13 @@ def sam(
 
     def step(state: SAMState, xi: Tensor) -> tuple[Tensor, SAMState]:
         check_interface(xi, size)
-        io = split_sam_interface(xi, r, w)
+        io = split_sam_interface(xi, r, w, masking)
         rows = PureRows(state.memory, state.last_access, None, search)
-        reads, c = sparse_step(rows, carried(state), *io, None, StepConfig(k, 0))
+        reads, c = sparse_step(rows, carried(state), *io[:5], None, StepConfig(k, 0), io.read_masks)
         return reads, SAMState(rows.memory, c.read_positions, c.read_weights, c.write_positions, c.write_weights,
                                rows.last_access, c.time)  # fmt: skip
 
-    config = SparseConfig(n, w, r, k, 0, search, size)
+    config = SparseConfig(n, w, r, k, 0, search, size, masking)
     return checked_memory(init, step, size, r * w, fields, config, check_not_consumed)
 
 
@@ -197,6 +241,8 @@ class SparseConfig(NamedTuple):
     temporal_reads: int  # 0 for SAM
     knn: KNNConfig
     interface_size: int
+    masking: bool = False  # masked content reads
+    link_sharpness: bool = False  # SDNC: sharpened temporal reads
 
 
 def _sparse_reads(sparse_reads: int, nr_cells: int) -> int:

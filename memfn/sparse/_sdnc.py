@@ -18,7 +18,9 @@ misses that step's decay, and the two views can differ slightly on entries both 
 paper, no gradient passes through the sparse link matrices or the precedence; reads are
 differentiable in the previous read weights and the read modes.
 
-Interface ``xi``: SAM's fields, then read modes ``3 * R`` (softmax over backward, forward, content).
+Interface ``xi``: SAM's fields, then read modes ``3 * R`` (softmax over backward, forward, content);
+with ``link_sharpness=True`` (issue 18) then forward and backward sharpness ``R`` each (oneplus);
+with ``masking=True`` then read masks ``R * W`` (sigmoid), last.
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ from memfn._memory import Memory, checked_memory, default_dtype
 from memfn._resources import ensure_fits, zeros
 from memfn._validation import positive_int
 from memfn.interface import NUM_READ_MODES, check_interface
+from memfn.numerics import oneplus
 from memfn.sparse._sam import (
     SparseConfig,
     _sparse_reads,
     carried,
     initial_sparse_state,
+    interface_parts,
+    mask_fields,
+    sam_interface,
     sam_interface_fields,
-    split_sam_interface,
 )
 from memfn.sparse._step import PureRows, StepConfig, sparse_step
 from memfn.sparse.knn import knn_config
@@ -86,9 +91,20 @@ class SDNCState(NamedTuple):
     precedence_positions: Tensor  # [L] int64
 
 
-def sdnc_interface_fields(read_heads: int, cell_size: int) -> tuple[tuple[str, int], ...]:
-    """``(name, length)`` of each interface field: SAM's, then ``read_modes`` ``3 * R``."""
-    return sam_interface_fields(read_heads, cell_size) + (("read_modes", NUM_READ_MODES * read_heads),)
+def sdnc_interface_fields(
+    read_heads: int, cell_size: int, masking: bool = False, link_sharpness: bool = False
+) -> tuple[tuple[str, int], ...]:
+    """``(name, length)`` of each interface field: SAM's, then ``read_modes`` ``3 * R``, then the
+    options' fields: ``forward_sharpness`` and ``backward_sharpness`` ``R`` each, ``read_masks`` ``R * W``.
+
+    Examples:
+        >>> [name for name, _ in memfn.sparse.sdnc_interface_fields(2, 3, masking=True, link_sharpness=True)][-4:]
+        ['read_modes', 'forward_sharpness', 'backward_sharpness', 'read_masks']
+    """
+    r = read_heads
+    sharpness = (("forward_sharpness", r), ("backward_sharpness", r)) if link_sharpness else ()
+    return (sam_interface_fields(r, cell_size) + (("read_modes", NUM_READ_MODES * r),) + sharpness
+            + mask_fields(r, cell_size, masking))  # fmt: skip
 
 
 class SDNCInterface(NamedTuple):
@@ -100,13 +116,35 @@ class SDNCInterface(NamedTuple):
     interpolation_gate: Tensor  # [1]
     write_gate: Tensor  # [1]
     read_modes: Tensor  # [R, 3] softmax over (backward, forward, content)
+    read_masks: Tensor | None = None  # [R, W] in [0, 1] with masking, else None
+    forward_sharpness: Tensor | None = None  # [R] >= 1 with link_sharpness, else None
+    backward_sharpness: Tensor | None = None  # [R] >= 1 with link_sharpness, else None
 
 
-def split_sdnc_interface(xi: Tensor, read_heads: int, cell_size: int) -> SDNCInterface:
-    """Split and activate ``xi`` ``[..., interface_size]`` into an :class:`SDNCInterface`."""
-    sam_size = xi.shape[-1] - NUM_READ_MODES * read_heads
-    modes = xi[..., sam_size:].unflatten(-1, (read_heads, NUM_READ_MODES))
-    return SDNCInterface(*split_sam_interface(xi[..., :sam_size], read_heads, cell_size), torch.softmax(modes, dim=-1))
+def split_sdnc_interface(
+    xi: Tensor, read_heads: int, cell_size: int, masking: bool = False, link_sharpness: bool = False
+) -> SDNCInterface:
+    """Split and activate ``xi`` ``[..., interface_size]`` into an :class:`SDNCInterface`.
+
+    Examples:
+        >>> mem = memfn.sdnc(nr_cells=8, cell_size=3, read_heads=2, link_sharpness=True)
+        >>> io = memfn.sparse.split_sdnc_interface(torch.zeros(mem.interface_size), 2, 3, link_sharpness=True)
+        >>> io.read_modes.shape, io.forward_sharpness, io.read_masks  # oneplus(0) = 1 + log 2
+        (torch.Size([2, 3]), tensor([1.6931, 1.6931]), None)
+    """
+    r = read_heads
+    parts = interface_parts(xi, sdnc_interface_fields(r, cell_size, masking, link_sharpness))
+    modes = parts["read_modes"].unflatten(-1, (r, NUM_READ_MODES))
+    sharpness = {name: oneplus(parts[name]) for name in ("forward_sharpness", "backward_sharpness") if name in parts}
+    base = sam_interface(parts, r, cell_size)
+    return SDNCInterface(*base[:5], read_modes=torch.softmax(modes, dim=-1), read_masks=base.read_masks, **sharpness)
+
+
+def sharpness_exponents(io: SDNCInterface) -> tuple[Tensor, Tensor] | None:
+    """``(forward [R], backward [R])`` link sharpness exponents of ``io``, or None without ``link_sharpness``."""
+    if io.forward_sharpness is None or io.backward_sharpness is None:
+        return None
+    return io.forward_sharpness, io.backward_sharpness
 
 
 def sdnc(
@@ -119,9 +157,18 @@ def sdnc(
     index: str = "flat",
     num_lists: int | None = None,
     index_checks: int | None = None,
+    masking: bool = False,
+    link_sharpness: bool = False,
 ) -> Memory:
     """An SDNC memory: SAM with ``temporal_reads`` (L) forward and L backward reads per head
     through links kept L-sparse per row.
+
+    ``link_sharpness=True`` raises each head's kept forward and backward weightings to a learned
+    power and renormalises them to their mass (Csordas & Schmidhuber 2019, Sec. 3.3;
+    :func:`memfn.addressing.sharpened_weights`); exponent 1 is the plain SDNC. ``masking=True``
+    masks the content reads as :func:`memfn.sam` does, with the same approximation (the candidates
+    come from a search over unmasked rows). The dense DNC's de-allocation and several write heads
+    do not apply (no free gates; one write per step).
 
     Args:
         nr_cells: memory cells (N).
@@ -133,6 +180,9 @@ def sdnc(
         index: as :func:`memfn.sam`.
         num_lists: as :func:`memfn.sam`.
         index_checks: as :func:`memfn.sam`.
+        masking: masked content reads, as :func:`memfn.sam`; adds ``R * W`` interface entries, last.
+        link_sharpness: learned sharpness of the forward and backward reads; adds ``2 * R``
+            interface entries after the read modes.
 
     Returns:
         A :class:`~memfn._memory.Memory` whose state is an :class:`SDNCState`; ``step(state, xi)``
@@ -151,7 +201,8 @@ def sdnc(
     if kept > n:
         raise ValueError(f"temporal_reads must be in [1, nr_cells={n}], got {kept}")
     search = knn_config(n, knn, index, num_lists, index_checks)
-    fields = sdnc_interface_fields(r, w)
+    masking, link_sharpness = bool(masking), bool(link_sharpness)
+    fields = sdnc_interface_fields(r, w, masking, link_sharpness)
     size = sum(length for _, length in fields)
 
     def init(dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> SDNCState:
@@ -172,17 +223,19 @@ def sdnc(
 
     def step(state: SDNCState, xi: Tensor) -> tuple[Tensor, SDNCState]:
         check_interface(xi, size)
-        io = split_sdnc_interface(xi, r, w)
+        io = split_sdnc_interface(xi, r, w, masking, link_sharpness)
         views = (state.link_positions, state.link_matrix, state.rev_link_positions, state.rev_link_matrix)
         rows = PureRows(state.memory, state.last_access, views, search)
-        reads, c = sparse_step(rows, carried(state), *io, StepConfig(k, kept))
+        reads, c = sparse_step(
+            rows, carried(state), *io[:6], StepConfig(k, kept), io.read_masks, sharpness_exponents(io)
+        )
         link_pos, link_val, rev_pos, rev_val = rows.links()
         return reads, SDNCState(
             rows.memory, c.read_positions, c.read_weights, c.write_positions, c.write_weights, rows.last_access,
             c.time, link_val, link_pos, rev_val, rev_pos, c.precedence, c.precedence_positions,
         )  # fmt: skip
 
-    config = SparseConfig(n, w, r, k, kept, search, size)
+    config = SparseConfig(n, w, r, k, kept, search, size, masking, link_sharpness)
     return checked_memory(init, step, size, r * w, fields, config, check_not_consumed)
 
 

@@ -87,11 +87,15 @@ def sparse_step(
     write_gate: Tensor,
     read_modes: Tensor | None,
     config: StepConfig,
+    read_masks: Tensor | None = None,
+    sharpness: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Carried]:
     """One SAM (``read_modes=None``) or SDNC step on ``rows``: write, then links, then read, then stamp.
 
     Activated interface fields as :class:`~memfn.sparse.SAMInterface`; ``read_modes`` ``[..., R, 3]``
-    (backward, forward, content). Returns the read vectors ``[..., R, W]`` and the new carried leaves.
+    (backward, forward, content); ``read_masks`` ``[..., R, W]`` (masked content reads) or None;
+    ``sharpness`` ``(forward [..., R], backward [..., R])`` link sharpness exponents (SDNC) or None.
+    Returns the read vectors ``[..., R, W]`` and the new carried leaves.
     """
     prev = carried
     # Write: the previous step's read cells and the least-used one (SAM's w^w), erasing the latter.
@@ -108,15 +112,17 @@ def sparse_step(
         rows.set_links(updates)
     # Read: content slots (K nearest cells) and, for the SDNC, temporal slots before them.
     k = config.sparse_reads
-    content_positions = rows.nearest(read_keys, k)
+    # Masked reads: the index holds unmasked rows, so it is asked with the masked key for candidates
+    # and only those are scored with the exact masked cosine (a row it ranks low is never scored).
+    content_positions = rows.nearest(read_keys if read_masks is None else read_keys * read_masks, k)
     read_positions = content_positions
     if read_modes is not None:
         temporal_positions, temporal = temporal_read_slots(
-            *rows.links(), prev.read_positions, prev.read_weights, read_modes, config.temporal_reads
+            *rows.links(), prev.read_positions, prev.read_weights, read_modes, config.temporal_reads, sharpness
         )
         read_positions = torch.cat([temporal_positions, content_positions], -1)
     read_rows = rows.gather(read_positions)  # [..., R, P, W]
-    content = S.sparse_content_weights(read_rows[..., -k:, :], read_keys, read_strengths, content_positions)
+    content = S.sparse_content_weights(read_rows[..., -k:, :], read_keys, read_strengths, content_positions, read_masks)
     read_weights = content
     if read_modes is not None:
         read_weights = torch.cat([temporal, read_modes[..., CONTENT : CONTENT + 1] * content], -1)

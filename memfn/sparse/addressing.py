@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from memfn.numerics import cosine_similarity
+from memfn.numerics import cosine_similarity, masked_cosine_similarity
 
 #: The SAM paper's delta: a cell counts as accessed at step t when the weights on it that step
 #: (all heads' reads plus the write) sum to more than this.
@@ -106,13 +106,18 @@ def top_slots(positions: Tensor, weights: Tensor, k: int) -> tuple[Tensor, Tenso
     return positions.gather(-1, kept), total.gather(-1, kept)
 
 
-def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor, positions: Tensor) -> Tensor:
+def sparse_content_weights(
+    rows: Tensor, keys: Tensor, strengths: Tensor, positions: Tensor, masks: Tensor | None = None
+) -> Tensor:
     """Content weights over each head's K candidate cells: ``softmax_k(beta * cos(k^r, M[pos_k]))``.
 
     rows ``[R, K, W]`` (the memory at ``positions``), keys ``[R, W]``, strengths ``[R]``, positions
     ``[R, K]`` -> ``[R, K]``, each row a distribution over its *distinct* candidates: a repeated
     position (possible with approximate search) gets weight 0, so no cell is counted twice.
-    With ``K = N`` this is the dense content weighting, permuted.
+    With ``K = N`` this is the dense content weighting, permuted. With ``masks`` ``[R, W]`` the
+    candidates are scored by the masked cosine ``cos(k^r o m, M[pos_k] o m)`` (Csordas &
+    Schmidhuber 2019, Eq. 2; :func:`memfn.numerics.masked_cosine_similarity`), exactly: only the
+    choice of candidates is approximate (see :func:`memfn.sam`).
 
     Examples:
         >>> memory, keys = torch.eye(4), torch.tensor([[0.0, 1.0, 0.0, 0.0]])
@@ -121,7 +126,11 @@ def sparse_content_weights(rows: Tensor, keys: Tensor, strengths: Tensor, positi
         >>> memfn.sparse.addressing.sparse_content_weights(rows, keys, torch.tensor([20.0]), pos).round(decimals=3)
         tensor([[1., 0.]])
     """
-    scores = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2) * strengths.unsqueeze(-1)  # [R, K]
+    if masks is None:
+        similarity = cosine_similarity(keys.unsqueeze(-2), rows).squeeze(-2)  # [R, K]
+    else:
+        similarity = masked_cosine_similarity(keys, rows, masks)
+    scores = similarity * strengths.unsqueeze(-1)
     # Mask after scaling: masking first would put -inf into the strength's gradient (-inf * 0 = NaN).
     return torch.softmax(scores.masked_fill(repeated_positions(positions), float("-inf")), dim=-1)
 

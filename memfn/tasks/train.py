@@ -125,10 +125,10 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     opt("quiet", action="store_true", help="no progress bar; one plain line per summary")
     opt("stop-at", type=float, default=None, help="stop once the summarised metric reaches this value")
     opt("max-seconds", type=float, default=None, help="stop once training has run this long (a time budget)")
-    # Csordas & Schmidhuber 2019 and deepmind/dnc (dense DNC only).
-    opt("masking", action="store_true", help="dnc: masked content addressing (a learned mask per head)")
+    # Csordas & Schmidhuber 2019 and deepmind/dnc; SAM and SDNC take the ones that apply (build_model).
+    opt("masking", action="store_true", help="dnc, sam, sdnc: masked content addressing (a learned mask per head)")
     opt("deallocation", action="store_true", help="dnc: free gates also erase the freed cells' content")
-    opt("sharpness", action="store_true", help="dnc: learned sharpness of the forward/backward link weightings")
+    opt("sharpness", action="store_true", help="dnc, sdnc: learned sharpness of the forward/backward link weightings")
     opt("write_heads", type=int, default=1, help="dnc: write heads")
     opt("eval-lengths", type=int, nargs="+", metavar="L", help="lengths evaluated at the end (copy: 1x 2x 4x)")
     return p
@@ -259,16 +259,27 @@ def build_model(args: argparse.Namespace) -> nn.Module:
         "sharpness": sharpness,
         "write_heads": write_heads,
     }
-    if args.memory_type != "dnc" and improvements != _PLAIN_DNC:
-        raise UserError("-masking, -deallocation, -sharpness and -write_heads apply to -memory_type dnc only")
+    given = [flag for flag, value in improvements.items() if value != _PLAIN_DNC[flag]]
+    unusable = [flag for flag in given if args.memory_type not in _MEMORIES_TAKING[flag]]
+    if unusable:
+        raise UserError("; ".join(f"-{flag} applies to -memory_type {' and '.join(_MEMORIES_TAKING[flag])} only"
+                                  for flag in unusable) + f", not {args.memory_type}")  # fmt: skip
     if args.memory_type == "sam":
-        return SAM(**common, sparse_reads=args.sparse_reads, **search)
+        return SAM(**common, sparse_reads=args.sparse_reads, **search, masking=masking)
     if args.memory_type == "sdnc":
-        return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads, **search)
+        return SDNC(**common, sparse_reads=args.sparse_reads, temporal_reads=args.temporal_reads, **search,
+                    masking=masking, link_sharpness=sharpness)  # fmt: skip
     return DNC(**common, masking=masking, deallocation=deallocation, link_sharpness=sharpness, write_heads=write_heads)
 
 
 _PLAIN_DNC = {"masking": False, "deallocation": False, "sharpness": False, "write_heads": 1}
+#: Which -memory_type takes each option (SAM/SDNC have no free gates and write once per step).
+_MEMORIES_TAKING = {
+    "masking": ("dnc", "sam", "sdnc"),
+    "deallocation": ("dnc",),
+    "sharpness": ("dnc", "sdnc"),
+    "write_heads": ("dnc",),
+}
 
 
 def build_optimizer(args: argparse.Namespace, params: Iterable[Tensor]) -> torch.optim.Optimizer:
