@@ -70,4 +70,12 @@ def debug_record(trace: Sequence[Any], view: View, keys: Sequence[str], api: str
     return compat.debug_record(views, keys, api)
 
 
-__all__ = ["debug_record", "fields_view", "padded", "sparse_view"]
+def network_record(trace: list[Any], lengths: Tensor | None, network: Any) -> dict[str, Any]:
+    """The ``debug=True`` dictionary of a shell ``network``'s forward call from its ``trace``
+    (:func:`padded` first where the input was packed with ``lengths``)."""
+    if lengths is not None:
+        trace = padded(trace, int(lengths[0]), network.num_layers, network.share_memory)
+    return debug_record(trace, network.debug_view, network.debug_keys, network.api)
+
+
+__all__ = ["debug_record", "fields_view", "network_record", "padded", "sparse_view"]

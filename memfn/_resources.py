@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import math
 import weakref
+from typing import TypeVar, cast
 
 import numpy as np
+import optree
 import torch
 from torch import Tensor
 
 #: Above this size a CPU zero tensor is taken from ``calloc`` (via numpy): the OS hands out zero
 #: pages lazily, so a huge, sparsely written memory costs nothing until its rows are touched.
 LAZY_ZEROS_BYTES = 1 << 22
+
+T = TypeVar("T")
 
 
 #: The lazily zero-filled tensors :func:`zeros` made, with the version they had then: one still at
@@ -75,3 +79,12 @@ def ensure_fits(nbytes: int, what: str, device: torch.device | str | None = None
             f"{what} needs {nbytes / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of memory is available; "
             "use fewer cells, a smaller batch or a narrower cell_size"
         )
+
+
+def batched_tree(tree: T, batch_size: int, what: str, device: torch.device) -> T:
+    """:func:`batched` on every tensor of one example's pytree (on ``device``), after
+    :func:`ensure_fits` for the whole batch (``what`` names it in the error)."""
+    leaves: list[Tensor] = optree.tree_leaves(tree)  # type: ignore[arg-type]  # any pytree of tensors
+    nbytes = sum(t.numel() * t.element_size() for t in leaves) * batch_size
+    ensure_fits(nbytes, what, device)
+    return cast(T, optree.tree_map(lambda t: batched(t, batch_size), tree))  # type: ignore[arg-type]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
@@ -216,3 +219,19 @@ def check_module_input(x: Any, module: Any) -> None:
             f"input has dtype {x.dtype} but the module's parameters are {like.dtype}: convert the input with "
             f"input.to({like.dtype}) or the module with {fix}"
         )
+
+
+def time_major(input: Any, module: Any) -> tuple[Tensor, Tensor | None]:
+    """``(xs [T, B, I] contiguous, lengths [B] or None)`` from a shell's ``input`` (a tensor in
+    ``module.batch_first``'s layout, or a ``PackedSequence``), checked by :func:`check_module_input`."""
+    from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+    if isinstance(input, PackedSequence):
+        xs, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+        check_module_input(xs.transpose(0, 1) if module.batch_first else xs, module)
+    else:
+        check_module_input(input, module)
+        xs, lengths = (input.transpose(0, 1) if module.batch_first else input), None
+    # Contiguous: every step's slice then has the same strides whatever the sequence length (a
+    # compiled step guards on strides, so a strided view would recompile).
+    return xs.contiguous(), lengths

@@ -218,18 +218,6 @@ def memory_cell(
                 raise ValueError(f"{name} is on {device} but state.read_vectors is on {reads.device}: move one")
         check_params(params, expected["params"], reads.dtype, reads.device)
 
-    def checked_step(
-        params: Params,
-        state: CellState,
-        x: Tensor,
-        training: bool = False,
-        pass_through_memory: bool = True,
-        trace: list[Any] | None = None,
-    ) -> tuple[Tensor, CellState]:
-        """The cell's step after checking ``params`` and ``state`` (see :class:`Cell`)."""
-        check(params, state)
-        return step(params, state, x, training, pass_through_memory, trace)
-
     def step(
         params: Params,
         state: CellState,
@@ -267,7 +255,13 @@ def memory_cell(
         )
         return y, new_state
 
+    def checked_step(params: Params, state: CellState, *args: Any, **kwargs: Any) -> tuple[Tensor, CellState]:
+        """The cell's ``step`` after checking ``params`` and ``state`` (see :class:`Cell`)."""
+        check(params, state)
+        return step(params, state, *args, **kwargs)
+
     checked_step.unchecked = step  # type: ignore[attr-defined]
+    checked_step.__wrapped__ = step  # type: ignore[attr-defined]  # inspect.signature shows step's
     return Cell(init_params, init_state, checked_step, i_size, o_size, check)
 
 

@@ -1,8 +1,11 @@
 """``MemoryNetwork``: what the DNC, SAM and SDNC shells share (pytorch-dnc's ``DNC`` contract).
 
 A shell holds the parameters, builds the hidden state and loops over time, calling the pure
-batched step of :mod:`memfn.cell` with ``dict(self.named_parameters())``. pytorch-dnc's layouts
-and spellings are :mod:`memfn.compat`'s; debug views are :mod:`memfn._debug`'s. Differences from
+batched step of :mod:`memfn.cell` with ``dict(self.named_parameters())``. The rest is named
+elsewhere: the checked options and the controllers they configure (``memfn.nn._options``), the
+parameter modules and their fusing into the cell's names (``memfn.nn._parameters``), input checks
+(``memfn._validation``), the size check of a batched state (``memfn._resources``), pytorch-dnc's
+layouts and spellings (:mod:`memfn.compat`) and debug views (``memfn._debug``). Differences from
 ``dnc`` that are deliberate fixes: the read vectors of step ``t-1`` are fed to the controller at
 step ``t``; the initial state is zeros (``dnc`` draws it at random and shares one tensor for ``h``
 and ``c``); ``batch_first=False`` output is time-first; ``PackedSequence`` input works; ``.to()``
@@ -12,28 +15,23 @@ moves everything; the hidden state passed in is never mutated.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-import optree
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from memfn import compat
-from memfn._debug import View, debug_record, fields_view, padded
+from memfn._debug import View, fields_view, network_record
 from memfn._memory import Memory
-from memfn._resources import batched, ensure_fits
-from memfn._validation import check_module_input
+from memfn._resources import batched_tree
+from memfn._validation import time_major
 from memfn.cell import CellState, batched_step, memory_cell, run
 from memfn.compat import NOT_GIVEN
-from memfn.controllers import controller
 from memfn.nn._hidden import checked_leaf
-from memfn.nn._options import network_options
-from memfn.nn._parameters import IndependentInterface, shell_parameters
+from memfn.nn._options import controllers, network_options
+from memfn.nn._parameters import fused_parameters, shell_parameters
 from memfn.nn._views import MemoryView
-
-if TYPE_CHECKING:
-    from optree import PyTree
 
 
 class MemoryNetwork(nn.Module):
@@ -111,12 +109,7 @@ class MemoryNetwork(nn.Module):
         mems = [memory_factory() for _ in range(1 if o.share_memory else o.num_layers)]
         #: The pure memory (``init``/``step``) each layer runs.
         self.pure_memory = mems[0]
-        reads = mems[0].read_size
-        self.controller_configs = [
-            controller(o.rnn_type, (o.input_size if layer == 0 else o.hidden_size) + reads, o.hidden_size,
-                       o.num_hidden_layers, o.bias, o.dropout, o.nonlinearity, o.controller_init)
-            for layer in range(o.num_layers)
-        ]  # fmt: skip
+        self.controller_configs = controllers(o, mems[0].read_size)
         self.cell = memory_cell(self.controller_configs, mems[0] if o.share_memory else mems, o.input_size,
                                 o.output_size, o.clip)  # fmt: skip
         self._eager_step = batched_step(self.cell, use_vmap=False)
@@ -137,12 +130,7 @@ class MemoryNetwork(nn.Module):
             >>> rnn.step_params()["interfaces.0.weight"].shape  # the per-field linears, stacked
             torch.Size([63, 8])
         """
-        params: dict[str, Tensor] = dict(self.named_parameters())
-        if self.independent_linears:
-            for layer, interface in enumerate(self.interfaces):
-                w, b = cast(IndependentInterface, interface).fused(params, f"interfaces.{layer}.")
-                params[f"interfaces.{layer}.weight"], params[f"interfaces.{layer}.bias"] = w, b
-        return params
+        return fused_parameters(dict(self.named_parameters()), self.interfaces)
 
     def compile(self, **kwargs: Any) -> None:
         """Run the compiled batched step from now on (``torch.compile`` keyword arguments go to it).
@@ -169,10 +157,8 @@ class MemoryNetwork(nn.Module):
 
     def zero_state(self, batch_size: int, like: Tensor) -> CellState:
         """The all-zero batched :class:`~memfn.cell.CellState` (``like``'s dtype and device)."""
-        one = cast("PyTree[Tensor]", self.cell.init_state(like.dtype, like.device))
-        nbytes = sum(t.numel() * t.element_size() for t in optree.tree_leaves(one)) * batch_size
-        ensure_fits(nbytes, f"the {type(self).__name__} state for a batch of {batch_size}", like.device)
-        return cast(CellState, optree.tree_map(lambda t: batched(t, batch_size), one))
+        what = f"the {type(self).__name__} state for a batch of {batch_size}"
+        return batched_tree(self.cell.init_state(like.dtype, like.device), batch_size, what, like.device)
 
     def initial_state(self, hx: Any, batch_size: int, reset_experience: bool, like: Tensor) -> CellState:
         """The batched :class:`~memfn.cell.CellState` from a ``dnc``-style ``hx`` (either release's
@@ -183,18 +169,6 @@ class MemoryNetwork(nn.Module):
         )  # fmt: skip
 
     # -- forward ---------------------------------------------------------------------------------
-
-    def _time_major(self, input: Any) -> tuple[Tensor, Tensor | None]:
-        """``(xs [T, B, I] contiguous, lengths [B] or None)`` from the input, checked."""
-        if isinstance(input, PackedSequence):
-            xs, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
-            check_module_input(xs.transpose(0, 1) if self.batch_first else xs, self)
-        else:
-            check_module_input(input, self)
-            xs, lengths = (input.transpose(0, 1) if self.batch_first else input), None
-        # Contiguous: every step's slice then has the same strides whatever the sequence length (a
-        # compiled step guards on strides, so a strided view would recompile).
-        return xs.contiguous(), lengths
 
     def forward(
         self,
@@ -246,7 +220,7 @@ class MemoryNetwork(nn.Module):
                 per key.
 
         Examples:
-            >>> rnn = DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2, debug=True)
+            >>> rnn = memfn.DNC(input_size=4, hidden_size=8, nr_cells=5, cell_size=3, read_heads=2, debug=True)
             >>> out, (chx, mhx, rv), debug = rnn(torch.randn(2, 6, 4))
             >>> tuple(out.shape), tuple(chx[0][0].shape), tuple(mhx["memory"].shape), tuple(rv.shape)
             ((2, 6, 4), (2, 2, 8), (2, 5, 3), (2, 6))
@@ -254,25 +228,18 @@ class MemoryNetwork(nn.Module):
             (6, 5)
             >>> out, hidden, _ = rnn(torch.randn(2, 3, 4), memfn.detach((chx, mhx, rv)), reset_experience=True)
         """
-        xs, lengths = self._time_major(input)
+        xs, lengths = time_major(input, self)
         state = self.initial_state(hx, xs.shape[1], reset_experience, xs)
-        trace: list[Any] | None = [] if self.debug else None
         kwargs: dict[str, Any] = {"training": self.training, "pass_through_memory": pass_through_memory}
-        if trace is not None:
+        trace: list[Any] = []  # with debug=True, the state after each (time, layer) step
+        if self.debug:
             kwargs["trace"] = trace
         ys, state = self.run_sequence(self.step_params(), state, xs, lengths, kwargs)
-        if lengths is not None:
-            output: Tensor | PackedSequence = pack_padded_sequence(ys, lengths, enforce_sorted=False)
-        else:
-            output = ys.transpose(0, 1) if self.batch_first else ys
+        output = _in_input_layout(ys, lengths, self.batch_first)
         hidden = compat.dnc_hidden(
             state, api=self.api, share_memory=self.share_memory, pass_through_memory=pass_through_memory
         )
-        if trace is None:
-            return output, hidden
-        if lengths is not None:
-            trace = padded(trace, int(lengths[0]), self.num_layers, self.share_memory)
-        return output, hidden, debug_record(trace, self.debug_view, self.debug_keys, self.api)
+        return (output, hidden, network_record(trace, lengths, self)) if self.debug else (output, hidden)
 
     def run_sequence(
         self, params: dict[str, Tensor], state: CellState, xs: Tensor, lengths: Tensor | None, kwargs: dict[str, Any]
@@ -283,6 +250,14 @@ class MemoryNetwork(nn.Module):
         step = self._eager_step if self.debug else self._step()
         every = None if self.debug else self.checkpoint_every
         return run(step, params, state, xs, lengths, every, **kwargs)
+
+
+def _in_input_layout(ys: Tensor, lengths: Tensor | None, batch_first: bool) -> Tensor | PackedSequence:
+    """The outputs ``ys`` ``[T, B, O]`` in the input's layout: packed if the input was (``lengths``),
+    else ``(B, T, O)`` if ``batch_first``, else as they are."""
+    if lengths is not None:
+        return pack_padded_sequence(ys, lengths, enforce_sorted=False)
+    return ys.transpose(0, 1) if batch_first else ys
 
 
 __all__ = ["MemoryNetwork"]

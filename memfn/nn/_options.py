@@ -1,4 +1,5 @@
-"""The shells' options: checked once, with pytorch-dnc's names and spellings, into one NamedTuple."""
+"""The shells' options: checked once, with pytorch-dnc's names and spellings, into one NamedTuple;
+the controllers they configure."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from memfn import compat
 from memfn._validation import one_of, positive_int, probability
-from memfn.controllers import INITS
+from memfn.controllers import INITS, Controller, controller
 
 
 class NetworkOptions(NamedTuple):
@@ -93,4 +94,14 @@ def network_options(
     )
 
 
-__all__ = ["NetworkOptions", "network_options"]
+def controllers(o: NetworkOptions, read_size: int) -> list[Controller]:
+    """The pure controller of each layer: layer 0 reads the input, layer ``l > 0`` layer ``l - 1``'s
+    output, each with the last step's ``read_size`` read vector features."""
+    return [
+        controller(o.rnn_type, (o.input_size if layer == 0 else o.hidden_size) + read_size, o.hidden_size,
+                   o.num_hidden_layers, o.bias, o.dropout, o.nonlinearity, o.controller_init)
+        for layer in range(o.num_layers)
+    ]  # fmt: skip
+
+
+__all__ = ["NetworkOptions", "controllers", "network_options"]

@@ -38,6 +38,16 @@ class IndependentInterface(nn.Module):
         return (torch.cat([params[n + ".weight"] for n in names]), torch.cat([params[n + ".bias"] for n in names]))
 
 
+def fused_parameters(params: dict[str, Tensor], interfaces: nn.ModuleList) -> dict[str, Tensor]:
+    """``params`` (a shell's named parameters) as the pure cell names them: each
+    :class:`IndependentInterface`'s linears fused into ``interfaces.<l>.weight`` and ``.bias``."""
+    for layer, interface in enumerate(interfaces):
+        if isinstance(interface, IndependentInterface):
+            w, b = interface.fused(params, f"interfaces.{layer}.")
+            params[f"interfaces.{layer}.weight"], params[f"interfaces.{layer}.bias"] = w, b
+    return params
+
+
 def shell_parameters(cell: Cell, memory: Memory, o: NetworkOptions) -> tuple[nn.ModuleList, nn.ModuleList, nn.Linear]:
     """``(controllers, interfaces, output)``: the modules holding a shell's parameters, named as
     pytorch-dnc names them; the controllers start from the cell's own initialisation."""
@@ -55,4 +65,4 @@ def shell_parameters(cell: Cell, memory: Memory, o: NetworkOptions) -> tuple[nn.
     return controllers, interfaces, nn.Linear(o.hidden_size + memory.read_size, o.output_size)
 
 
-__all__ = ["IndependentInterface", "Parameters", "shell_parameters"]
+__all__ = ["IndependentInterface", "Parameters", "fused_parameters", "shell_parameters"]

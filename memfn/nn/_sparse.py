@@ -63,35 +63,13 @@ class SAM(_SparseNetwork):
 
     The positional arguments are ``dnc.SAM``'s (pytorch-dnc 1.1.0), in its order; the rest are
     keyword-only. The hidden memory state holds the fields of :class:`memfn.sparse.SAMState`;
-    ``forward`` is :meth:`memfn.MemoryNetwork.forward`.
+    ``forward`` is :meth:`memfn.MemoryNetwork.forward`. The arguments not listed below mean what
+    they mean for :class:`memfn.DNC` (here ``nr_cells`` defaults to 5000 and ``read_heads`` to 4,
+    as in pytorch-dnc). The dense DNC's ``deallocation`` and ``write_heads`` do not apply to SAM
+    (no free gates, one write per step) and are not arguments here.
 
     Args:
-        input_size: features of each input step.
-        hidden_size: units of each controller layer (H).
-        rnn_type: the controller: ``'lstm'``, ``'gru'`` or ``'rnn'``.
-        num_layers: stacked (controller, memory) layers; layer ``l > 0`` reads layer ``l - 1``'s output.
-        num_hidden_layers: recurrent layers inside each controller.
-        bias: whether the controllers have biases.
-        batch_first: input and output ``(B, T, features)`` if True, else ``(T, B, features)``.
-        dropout: controller dropout between its hidden layers (training only).
-        bidirectional: must be False (``NotImplementedError``; pytorch-dnc ignores it).
-        nr_cells: memory cells (N).
         sparse_reads: cells each read head reads (K, its nearest by cosine similarity).
-        read_heads: read heads (R).
-        cell_size: width of a cell (W).
-        nonlinearity: ``'tanh'`` or ``'relu'``, for ``rnn_type='rnn'``.
-        gpu_id: CUDA device index, -1 for CPU (pytorch-dnc 1.1.0); CPU with a warning when CUDA is missing.
-        independent_linears: one ``nn.Linear`` per interface field (``interfaces.<l>.<field>_transform``)
-            instead of one for all; the same function either way.
-        share_memory: one memory for all layers (default) or one per layer.
-        debug: ``forward`` also returns the debug dict (see :meth:`~memfn.MemoryNetwork.forward`).
-        clip: controller outputs are clipped to ``[-clip, clip]`` (0 or None: no clipping).
-        device: pytorch-dnc 2.0's spelling of ``gpu_id`` (giving it, even ``None``, selects ``api='2.0'``).
-        share_memory_between_layers: pytorch-dnc 2.0's spelling of ``share_memory`` (selects ``api='2.0'``).
-        output_size: features of each output step (default ``input_size``).
-        compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
-        checkpoint_every: recompute segments of that many steps in backward instead of keeping every
-            state (for large ``nr_cells``, where the memory states dominate).
         knn: nearest-cell search: ``'auto'`` (see :func:`memfn.sparse.knn.knn_config`), ``'exact'`` or ``'faiss'``.
         index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
         num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
@@ -101,13 +79,8 @@ class SAM(_SparseNetwork):
         controller_init: ``'torch'`` (default) or ``'memoryless'`` (see :class:`memfn.DNC`): without
             temporal links SAM orders its reads by content, which needs a controller that counts, and
             the memoryless start learned copy more slowly here.
-        api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
-            ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
-            else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
         masking: masked content reads, a learned mask per read head (Csordas & Schmidhuber 2019;
-            see :func:`memfn.sam` for the search's approximation). The dense DNC's ``deallocation``
-            and ``write_heads`` do not apply to SAM (no free gates, one write per step) and are not
-            arguments here.
+            see :func:`memfn.sam` for the search's approximation).
 
     Examples:
         >>> rnn = SAM(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, sparse_reads=4)
@@ -157,14 +130,9 @@ class SAM(_SparseNetwork):
         masking: bool = False,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
-        self.nr_cells, self.sparse_reads, self.read_heads, self.cell_size = (
-            nr_cells,
-            sparse_reads,
-            read_heads,
-            cell_size,
-        )
+        self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
+        self.sparse_reads, self.masking = sparse_reads, masking
         self.knn, self.index, self.num_lists, self.index_checks = knn, index, num_lists, index_checks
-        self.masking = masking
         super().__init__(
             lambda: sam(nr_cells, cell_size, read_heads, sparse_reads, knn, index, num_lists, index_checks, masking),
             input_size, hidden_size, rnn_type, num_layers, num_hidden_layers, bias, batch_first, dropout,
@@ -180,51 +148,16 @@ class SDNC(_SparseNetwork):
     The positional arguments are ``dnc.SDNC``'s (pytorch-dnc 1.1.0), in its order; the rest are
     keyword-only. The hidden memory state holds the fields of
     :class:`memfn.sparse._sdnc.SDNCState`; ``forward`` is
-    :meth:`memfn.MemoryNetwork.forward`.
+    :meth:`memfn.MemoryNetwork.forward`. The arguments not listed below mean what they mean for
+    :class:`SAM` (and :class:`memfn.DNC`). The dense DNC's ``deallocation`` and ``write_heads`` do
+    not apply to the SDNC and are not arguments here.
 
     Args:
-        input_size: features of each input step.
-        hidden_size: units of each controller layer (H).
-        rnn_type: the controller: ``'lstm'``, ``'gru'`` or ``'rnn'``.
-        num_layers: stacked (controller, memory) layers; layer ``l > 0`` reads layer ``l - 1``'s output.
-        num_hidden_layers: recurrent layers inside each controller.
-        bias: whether the controllers have biases.
-        batch_first: input and output ``(B, T, features)`` if True, else ``(T, B, features)``.
-        dropout: controller dropout between its hidden layers (training only).
-        bidirectional: must be False (``NotImplementedError``; pytorch-dnc ignores it).
-        nr_cells: memory cells (N).
-        sparse_reads: cells each read head reads (K, its nearest by cosine similarity).
         temporal_reads: links kept per row of the forward and backward link matrices (L).
-        read_heads: read heads (R).
-        cell_size: width of a cell (W).
-        nonlinearity: ``'tanh'`` or ``'relu'``, for ``rnn_type='rnn'``.
-        gpu_id: CUDA device index, -1 for CPU (pytorch-dnc 1.1.0); CPU with a warning when CUDA is missing.
-        independent_linears: one ``nn.Linear`` per interface field (``interfaces.<l>.<field>_transform``)
-            instead of one for all; the same function either way.
-        share_memory: one memory for all layers (default) or one per layer.
-        debug: ``forward`` also returns the debug dict (see :meth:`~memfn.MemoryNetwork.forward`).
-        clip: controller outputs are clipped to ``[-clip, clip]`` (0 or None: no clipping).
-        device: pytorch-dnc 2.0's spelling of ``gpu_id`` (giving it, even ``None``, selects ``api='2.0'``).
-        share_memory_between_layers: pytorch-dnc 2.0's spelling of ``share_memory`` (selects ``api='2.0'``).
-        output_size: features of each output step (default ``input_size``).
-        compile: run the ``torch.compile``d one-step function (one graph for every sequence length).
-        checkpoint_every: recompute segments of that many steps in backward instead of keeping every
-            state (for large ``nr_cells``, where the memory states dominate).
-        knn: nearest-cell search: ``'auto'`` (see :func:`memfn.sparse.knn.knn_config`), ``'exact'`` or ``'faiss'``.
-        index: the faiss index: ``'flat'`` (exact), ``'ivf'`` or ``'hnsw'`` (approximate).
-        num_lists: IVF lists (default ``max(1, nr_cells // 100)``).
-        index_checks: IVF lists probed, or HNSW's efSearch (default ``min(32, num_lists)``; HNSW 32).
-        fast: run the in-place fast path (``memfn.sparse._fast``) where it applies; it consumes the
-            ``hx`` it is given (keep a copy with :func:`memfn.clone`). False: the pure step.
         controller_init: ``'torch'`` (default; the memoryless start learned the task scripts' SDNC
             copy command more slowly) or ``'memoryless'`` (see :class:`memfn.DNC`).
-        api: the pytorch-dnc release whose hidden-state layout ``forward`` returns, ``'1.1'`` or
-            ``'2.0'`` (default ``'2.0'`` if ``device`` or ``share_memory_between_layers`` is given,
-            else ``'1.1'``; both are accepted on input; see :mod:`memfn.compat`).
-        masking: masked content reads, as :class:`SAM`.
         link_sharpness: learned exponents on the forward/backward temporal reads (Csordas &
-            Schmidhuber 2019; see :func:`memfn.sdnc`). The dense DNC's ``deallocation`` and
-            ``write_heads`` do not apply to the SDNC and are not arguments here.
+            Schmidhuber 2019; see :func:`memfn.sdnc`).
 
     Examples:
         >>> rnn = SDNC(input_size=8, hidden_size=16, nr_cells=32, cell_size=4, read_heads=2, temporal_reads=2)
@@ -277,13 +210,8 @@ class SDNC(_SparseNetwork):
         link_sharpness: bool = False,
     ) -> None:
         """Check the arguments (explained in the class docstring) and build the parameters and memory."""
-        self.nr_cells, self.sparse_reads, self.read_heads, self.cell_size = (
-            nr_cells,
-            sparse_reads,
-            read_heads,
-            cell_size,
-        )
-        self.temporal_reads = temporal_reads
+        self.nr_cells, self.read_heads, self.cell_size = nr_cells, read_heads, cell_size
+        self.sparse_reads, self.temporal_reads = sparse_reads, temporal_reads
         self.knn, self.index, self.num_lists, self.index_checks = knn, index, num_lists, index_checks
         self.masking, self.link_sharpness = masking, link_sharpness
         super().__init__(

@@ -51,18 +51,12 @@ from memfn.sparse.knn import knn_config
 
 
 class SDNCState(NamedTuple):
-    """One example's SDNC state: SAM's fields plus the sparse links and precedence.
+    """One example's SDNC state: the fields of :class:`~memfn.sparse.SAMState` (the same meaning and
+    shapes), then the sparse links and precedence.
 
     Read slots per head ``P = 2L + K`` (backward, forward, content); ``S = R * P + 1`` write slots.
 
     Attributes:
-        memory: ``[N, W]``, the cells.
-        read_positions: ``[R, P]`` int64, the cells each head read.
-        read_weights: ``[R, P]``, the weights of those reads.
-        write_positions: ``[S]`` int64, the cells of the last write.
-        write_weights: ``[S]``, its weights.
-        last_access: ``[N]`` int64, the step of each cell's last non-negligible access (0: never).
-        time: ``[]`` int64, steps taken.
         link_matrix: ``[N, L]``, the kept values of each row of the forward links ``L_t``.
         link_positions: ``[N, L]`` int64, their columns.
         rev_link_matrix: ``[N, L]``, the kept values of each row of ``L_t^T`` (backward links).
