@@ -775,8 +775,6 @@ def test_compiled_gradients_equal_eager():
         compiled(x_of(time=5), hid)[0].sum().backward()
 
 
-
-
 @pytest.mark.slow
 @needs_stance
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
@@ -799,6 +797,8 @@ def test_compiled_float64_outputs_state_and_gradients_equal_eager_to_1e_10():
         torch.testing.assert_close(q.grad, p.grad, atol=1e-10, rtol=1e-10, msg=name)
     with torch.compiler.set_stance("fail_on_recompile"):  # a new length, with gradients: no recompile
         compiled(x_of(time=T + 3, dtype=torch.float64), hid_c)[0].sum().backward()
+
+
 @pytest.mark.parametrize("cls,default", [(DNC, "memoryless"), (memfn.SAM, "torch"), (memfn.SDNC, "torch")])
 def test_controller_initialisation_defaults_and_choice(cls, default):
     kwargs = dict(input_size=4, hidden_size=8, num_layers=2, nr_cells=8, cell_size=3, read_heads=1)
