@@ -1,7 +1,8 @@
 """Write tests/data/dnc_reference.pt: float64 outputs of the dense DNC before issue 18's options.
 
-Run once, on the code before the options were added (commit 7de3c19); tests/test_improved_dnc.py
-asserts that the defaults still give these numbers exactly.
+Run once (``python -m tests.data.make_dnc_reference`` from the repository root), on the code before
+the options were added (commit 7de3c19); tests/test_improved_dnc.py asserts that the defaults still
+give these numbers (to 1e-12: other CPUs sum in another order).
 """
 
 from __future__ import annotations
@@ -11,23 +12,13 @@ from pathlib import Path
 import torch
 
 import memfn
+from tests.data.stored import record_pure_steps
 
 
 def reference() -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for seed, (n, w, r) in enumerate([(6, 4, 1), (9, 5, 3)]):
-        g = torch.Generator().manual_seed(seed)
-        mem = memfn.dnc(nr_cells=n, cell_size=w, read_heads=r)
-        state = mem.init(torch.float64)
-        xis = torch.randn(8, mem.interface_size, generator=g, dtype=torch.float64) * 2
-        out[f"pure{seed}.xi"] = xis
-        reads = []
-        for xi in xis:
-            rv, state = mem.step(state, xi)
-            reads.append(rv)
-        out[f"pure{seed}.reads"] = torch.stack(reads)
-        for name, t in state._asdict().items():
-            out[f"pure{seed}.{name}"] = t
+        record_pure_steps(out, f"pure{seed}", memfn.dnc(nr_cells=n, cell_size=w, read_heads=r), 8, seed)
     torch.manual_seed(0)
     rnn = memfn.DNC(input_size=5, hidden_size=8, nr_cells=6, cell_size=4, read_heads=2).double()
     x = torch.randn(3, 7, 5, dtype=torch.float64)

@@ -1,6 +1,7 @@
 """Write tests/data/sparse_reference.pt: float64 outputs of SAM and SDNC before issue 18's options.
 
-Run once, on the code before the options were added (commit 478fd0d); tests/test_improved_sparse.py
+Run once (``python -m tests.data.make_sparse_reference`` from the repository root), on the code
+before the options were added (commit 478fd0d); tests/test_improved_sparse.py
 asserts that the defaults still give these numbers (to 1e-12: other CPUs sum in another order).
 Exact k-NN search (``knn="exact"``) throughout: it is deterministic and needs no faiss.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 import memfn
+from tests.data.stored import record_pure_steps
 
 
 def reference() -> dict[str, torch.Tensor]:
@@ -22,18 +24,7 @@ def reference() -> dict[str, torch.Tensor]:
                                    knn="exact"),
     }  # fmt: skip
     for seed, (kind, make) in enumerate(memories.items()):
-        g = torch.Generator().manual_seed(seed)
-        mem = make()
-        state = mem.init(torch.float64)
-        xis = torch.randn(10, mem.interface_size, generator=g, dtype=torch.float64) * 2
-        out[f"{kind}.xi"] = xis
-        reads = []
-        for xi in xis:
-            rv, state = mem.step(state, xi)
-            reads.append(rv)
-        out[f"{kind}.reads"] = torch.stack(reads)
-        for name, t in state._asdict().items():
-            out[f"{kind}.{name}"] = t
+        record_pure_steps(out, kind, make(), 10, seed)
     shells = {
         "SAM": lambda: memfn.SAM(input_size=5, hidden_size=8, nr_cells=10, cell_size=4, read_heads=2,
                                  sparse_reads=3, knn="exact"),
