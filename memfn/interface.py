@@ -116,6 +116,12 @@ def dnc_interface_size(
     return sum(interface_field_sizes(read_heads, cell_size, write_heads, masking, link_sharpness))
 
 
+def interface_parts(xi: Tensor, fields: tuple[tuple[str, int], ...]) -> dict[str, Tensor]:
+    """``xi`` ``[..., interface_size]`` cut into its raw (not activated) fields by name, ``fields``
+    being ``(name, length)`` in order: :func:`interface_layout`'s, or a sparse memory's."""
+    return dict(zip([name for name, _ in fields], torch.split(xi, [n for _, n in fields], dim=-1)))
+
+
 def check_interface(xi: Tensor, interface_size: int) -> None:
     """Raise ``ValueError`` unless ``xi`` is a floating tensor whose last axis has ``interface_size``."""
     if not isinstance(xi, Tensor):
@@ -145,25 +151,23 @@ def split_dnc_interface(
     """
     r, w, h = read_heads, cell_size, write_heads
     lead = xi.shape[:-1]
-    parts = torch.split(xi, interface_field_sizes(r, w, h, masking, link_sharpness), dim=-1)
-    keys, strengths, wkey, wstrength, erase, write, free, alloc, wgate, modes = parts[:10]
-    extra = dict(zip([n for n, _ in interface_layout(r, w, h, masking, link_sharpness)[10:]], parts[10:]))
+    p = interface_parts(xi, interface_layout(r, w, h, masking, link_sharpness))
     heads = (h, w) if h > 1 else (w,)  # one head: pytorch-dnc's shapes
     return DNCInterface(
-        read_keys=keys.reshape(*lead, r, w),
-        read_strengths=oneplus(strengths),
-        write_key=wkey.reshape(*lead, h, w),
-        write_strength=oneplus(wstrength),
-        erase_vector=torch.sigmoid(erase).reshape(*lead, *heads),
-        write_vector=write.reshape(*lead, *heads),
-        free_gates=torch.sigmoid(free),
-        allocation_gate=torch.sigmoid(alloc),
-        write_gate=torch.sigmoid(wgate),
-        read_modes=torch.softmax(modes.reshape(*lead, r, 2 * h + 1), dim=-1),
-        read_masks=torch.sigmoid(extra["read_masks"]).reshape(*lead, r, w) if masking else None,
-        write_masks=torch.sigmoid(extra["write_masks"]).reshape(*lead, h, w) if masking else None,
-        forward_sharpness=oneplus(extra["forward_sharpness"]) if link_sharpness else None,
-        backward_sharpness=oneplus(extra["backward_sharpness"]) if link_sharpness else None,
+        read_keys=p["read_keys"].reshape(*lead, r, w),
+        read_strengths=oneplus(p["read_strengths"]),
+        write_key=p["write_key"].reshape(*lead, h, w),
+        write_strength=oneplus(p["write_strength"]),
+        erase_vector=torch.sigmoid(p["erase_vector"]).reshape(*lead, *heads),
+        write_vector=p["write_vector"].reshape(*lead, *heads),
+        free_gates=torch.sigmoid(p["free_gates"]),
+        allocation_gate=torch.sigmoid(p["allocation_gate"]),
+        write_gate=torch.sigmoid(p["write_gate"]),
+        read_modes=torch.softmax(p["read_modes"].reshape(*lead, r, 2 * h + 1), dim=-1),
+        read_masks=torch.sigmoid(p["read_masks"]).reshape(*lead, r, w) if masking else None,
+        write_masks=torch.sigmoid(p["write_masks"]).reshape(*lead, h, w) if masking else None,
+        forward_sharpness=oneplus(p["forward_sharpness"]) if link_sharpness else None,
+        backward_sharpness=oneplus(p["backward_sharpness"]) if link_sharpness else None,
     )
 
 

@@ -20,7 +20,7 @@ from memfn._donation import check_not_consumed
 from memfn._memory import Memory, checked_memory, default_dtype
 from memfn._resources import ensure_fits, zeros
 from memfn._validation import positive_int
-from memfn.interface import check_interface
+from memfn.interface import check_interface, interface_parts
 from memfn.numerics import oneplus
 from memfn.sparse._step import Carried, PureRows, StepConfig, sparse_step
 from memfn.sparse.knn import KNNConfig, knn_config
@@ -55,11 +55,6 @@ def sam_interface_fields(read_heads: int, cell_size: int, masking: bool = False)
 def mask_fields(read_heads: int, cell_size: int, masking: bool) -> tuple[tuple[str, int], ...]:
     """The read masks' field ``R*W``, appended last to a sparse interface with ``masking=True``; else none."""
     return (("read_masks", read_heads * cell_size),) if masking else ()
-
-
-def interface_parts(xi: Tensor, fields: tuple[tuple[str, int], ...]) -> dict[str, Tensor]:
-    """``xi`` ``[..., interface_size]`` cut into its raw fields, by name (not activated)."""
-    return dict(zip([name for name, _ in fields], torch.split(xi, [n for _, n in fields], dim=-1)))
 
 
 def sam_interface(parts: dict[str, Tensor], read_heads: int, cell_size: int) -> SAMInterface:

@@ -34,14 +34,13 @@ from memfn._donation import check_not_consumed
 from memfn._memory import Memory, checked_memory, default_dtype
 from memfn._resources import ensure_fits, zeros
 from memfn._validation import positive_int
-from memfn.interface import NUM_READ_MODES, check_interface
+from memfn.interface import NUM_READ_MODES, check_interface, interface_parts
 from memfn.numerics import oneplus
 from memfn.sparse._sam import (
     SparseConfig,
     _sparse_reads,
     carried,
     initial_sparse_state,
-    interface_parts,
     mask_fields,
     sam_interface,
     sam_interface_fields,
